@@ -6,12 +6,12 @@
 __all__ = ['attention', 'split_heads', 'merge_heads', 'CrossAttention', 'GEGLU', 'FeedForward', 'BasicTransformerBlock',
            'SpatialTransformer', 'AttnBlock']
 
-# %% ../nbs/03_attention.ipynb #fbc92923
+# %% ../nbs/03_attention.ipynb #ace8fcd4
 import math, torch
 from torch import nn
 import torch.nn.functional as F
 
-# %% ../nbs/03_attention.ipynb #8d9a1eb1
+# %% ../nbs/03_attention.ipynb #09e3c9fa
 def attention(q, k, v, mask=None):
     "softmax(q kᵀ / √d) v, written out. q (..., N, d), k (..., M, d), v (..., M, d_v) -> (..., N, d_v)."
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., N, M)
@@ -19,7 +19,7 @@ def attention(q, k, v, mask=None):
         scores = scores.masked_fill(~mask, float('-inf')) if mask.dtype == torch.bool else scores + mask
     return scores.softmax(-1) @ v
 
-# %% ../nbs/03_attention.ipynb #135f7e32
+# %% ../nbs/03_attention.ipynb #56a4486b
 def split_heads(x, heads: int):
     "(B, N, C) -> (B, heads, N, C/heads)."
     B, N, C = x.shape
@@ -31,7 +31,7 @@ def merge_heads(x):
     B, h, N, d = x.shape
     return x.transpose(1, 2).reshape(B, N, h * d)
 
-# %% ../nbs/03_attention.ipynb #50c142ba
+# %% ../nbs/03_attention.ipynb #a23825c6
 class CrossAttention(nn.Module):
     "Multi-head attention from x to `context` (self-attention when `context` is None), with SD's projection names."
     def __init__(self,
@@ -53,14 +53,14 @@ class CrossAttention(nn.Module):
         q, k, v = (split_heads(p(t), self.heads) for p, t in ((self.to_q, x), (self.to_k, context), (self.to_v, context)))
         return self.to_out(merge_heads(F.scaled_dot_product_attention(q, k, v)))  # (B, h, N, d) -> (B, N, h*d)
 
-# %% ../nbs/03_attention.ipynb #c540778b
+# %% ../nbs/03_attention.ipynb #fb8e9b72
 class GEGLU(nn.Module):
     "A linear layer whose output is gated by the GELU of a second linear output: x·GELU(gate)."
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
-        self.proj = nn.Linear(dim_in, 2 * dim_out)
+        self.proj = nn.Linear(dim_in, 2 * dim_out)  # both halves in one matmul
 
-    def forward(self, x):
+    def forward(self, x):  # (..., dim_in) -> (..., dim_out)
         x, gate = self.proj(x).chunk(2, dim=-1)
         return x * F.gelu(gate)
 
@@ -72,7 +72,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x): return self.net(x)
 
-# %% ../nbs/03_attention.ipynb #ab1272ab
+# %% ../nbs/03_attention.ipynb #d6ec46f5
 class BasicTransformerBlock(nn.Module):
     "Pre-norm block: self-attention, cross-attention to the context, GEGLU feed-forward; each adds to x."
     def __init__(self,
@@ -87,16 +87,16 @@ class BasicTransformerBlock(nn.Module):
         self.attn2 = CrossAttention(dim, context_dim, n_heads, d_head, dropout)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
 
-    def forward(self, x, context=None):  # x (B, N, dim), context (B, M, context_dim)
+    def forward(self, x, context=None):  # x (B, N, dim), context (B, M, context_dim); None: attn2 is self-attention too
         x = self.attn1(self.norm1(x)) + x
         x = self.attn2(self.norm2(x), context) + x
         return self.ff(self.norm3(x)) + x
 
-# %% ../nbs/03_attention.ipynb #7176eb9c
+# %% ../nbs/03_attention.ipynb #4fbb58a1
 class SpatialTransformer(nn.Module):
     "Treat each pixel of a feature map as a token: GroupNorm, project in, transformer blocks, project out, residual."
     def __init__(self,
-                 in_channels: int,  # Channels of the feature map
+                 in_channels: int,  # Channels of the feature map (divisible by 32)
                  n_heads: int,  # Attention heads
                  d_head: int,  # Width of each head; the tokens are n_heads·d_head wide
                  depth: int = 1,  # Number of transformer blocks
@@ -117,7 +117,7 @@ class SpatialTransformer(nn.Module):
         B, C, H, W = x.shape
         h = self.norm(x)
         if not self.use_linear: h = self.proj_in(h)
-        h = h.permute(0, 2, 3, 1).reshape(B, H * W, -1)  # (B, C', H, W) -> (B, HW, C')
+        h = h.permute(0, 2, 3, 1).reshape(B, H * W, -1)  # (B, C', H, W) -> (B, HW, C'), pixels in row-major order
         if self.use_linear: h = self.proj_in(h)
         for blk in self.transformer_blocks: h = blk(h, context)
         if self.use_linear: h = self.proj_out(h)
@@ -125,7 +125,7 @@ class SpatialTransformer(nn.Module):
         if not self.use_linear: h = self.proj_out(h)
         return x + h
 
-# %% ../nbs/03_attention.ipynb #5243a707
+# %% ../nbs/03_attention.ipynb #ed4bd4c4
 class AttnBlock(nn.Module):
     "The VAE's single-head self-attention over pixels, with 1×1 convs as projections and a residual."
     def __init__(self, in_channels: int):  # Channels (divisible by 32)
