@@ -6,9 +6,8 @@ cfg = ConfigParser(delimiters=['='])
 cfg.read('settings.ini', encoding='utf-8')
 cfg = cfg['DEFAULT']
 
-licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
+licenses = {'apache2': 'Apache-2.0'}  # SPDX expression
 statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
-lic = licenses[cfg['license']]
 min_python = cfg['min_python']
 py_versions = ['3.10', '3.11', '3.12', '3.13']
 
@@ -18,10 +17,10 @@ scripts = [s.strip() for s in cfg.get('console_scripts', '').split('\n') if s.st
 
 setuptools.setup(
     name=cfg['lib_name'], version=cfg['version'], description=cfg['description'],
-    license=lic[0], author=cfg['author'], author_email=cfg['author_email'], keywords=cfg['keywords'].split(),
+    license=licenses[cfg['license']], license_files=['LICENSE'], author=cfg['author'], author_email=cfg['author_email'], keywords=cfg['keywords'].split(),
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
                  'Intended Audience :: ' + cfg['audience'].title(),
-                 'License :: ' + lic[1], 'Natural Language :: ' + cfg['language'].title()]
+                 'Natural Language :: ' + cfg['language'].title()]
                 + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'], packages=setuptools.find_packages(include=['sd_book', 'sd_book.*']),
     include_package_data=True, package_data={'sd_book': ['assets/*']},
