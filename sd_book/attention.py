@@ -6,12 +6,12 @@
 __all__ = ['attention', 'split_heads', 'merge_heads', 'CrossAttention', 'GEGLU', 'FeedForward', 'BasicTransformerBlock',
            'SpatialTransformer', 'AttnBlock']
 
-# %% ../nbs/03_attention.ipynb #ace8fcd4
+# %% ../nbs/03_attention.ipynb #e8ea1a40
 import math, torch
 from torch import nn
 import torch.nn.functional as F
 
-# %% ../nbs/03_attention.ipynb #09e3c9fa
+# %% ../nbs/03_attention.ipynb #2acf1eda
 def attention(q, k, v, mask=None):
     "softmax(q kᵀ / √d) v, written out. q (..., N, d), k (..., M, d), v (..., M, d_v) -> (..., N, d_v)."
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., N, M)
@@ -19,7 +19,7 @@ def attention(q, k, v, mask=None):
         scores = scores.masked_fill(~mask, float('-inf')) if mask.dtype == torch.bool else scores + mask
     return scores.softmax(-1) @ v
 
-# %% ../nbs/03_attention.ipynb #56a4486b
+# %% ../nbs/03_attention.ipynb #754280f5
 def split_heads(x, heads: int):
     "(B, N, C) -> (B, heads, N, C/heads)."
     B, N, C = x.shape
@@ -31,7 +31,7 @@ def merge_heads(x):
     B, h, N, d = x.shape
     return x.transpose(1, 2).reshape(B, N, h * d)
 
-# %% ../nbs/03_attention.ipynb #a23825c6
+# %% ../nbs/03_attention.ipynb #a0f78d5d
 class CrossAttention(nn.Module):
     "Multi-head attention from x to `context` (self-attention when `context` is None), with SD's projection names."
     def __init__(self,
@@ -53,10 +53,12 @@ class CrossAttention(nn.Module):
         q, k, v = (split_heads(p(t), self.heads) for p, t in ((self.to_q, x), (self.to_k, context), (self.to_v, context)))
         return self.to_out(merge_heads(F.scaled_dot_product_attention(q, k, v)))  # (B, h, N, d) -> (B, N, h*d)
 
-# %% ../nbs/03_attention.ipynb #fb8e9b72
+# %% ../nbs/03_attention.ipynb #ff3bf86c
 class GEGLU(nn.Module):
     "A linear layer whose output is gated by the GELU of a second linear output: x·GELU(gate)."
-    def __init__(self, dim_in: int, dim_out: int):
+    def __init__(self,
+                 dim_in: int,  # Input width
+                 dim_out: int):  # Output width (the projection makes twice this: value and gate)
         super().__init__()
         self.proj = nn.Linear(dim_in, 2 * dim_out)  # both halves in one matmul
 
@@ -66,13 +68,16 @@ class GEGLU(nn.Module):
 
 class FeedForward(nn.Module):
     "GEGLU up to `mult`·dim, dropout, linear back down to dim."
-    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0):
+    def __init__(self,
+                 dim: int,  # Width of the tokens, in and out
+                 mult: int = 4,  # Hidden width = mult·dim
+                 dropout: float = 0.0):  # Dropout on the hidden layer
         super().__init__()
         self.net = nn.Sequential(GEGLU(dim, dim * mult), nn.Dropout(dropout), nn.Linear(dim * mult, dim))
 
     def forward(self, x): return self.net(x)
 
-# %% ../nbs/03_attention.ipynb #d6ec46f5
+# %% ../nbs/03_attention.ipynb #04a2f1a4
 class BasicTransformerBlock(nn.Module):
     "Pre-norm block: self-attention, cross-attention to the context, GEGLU feed-forward; each adds to x."
     def __init__(self,
@@ -92,7 +97,7 @@ class BasicTransformerBlock(nn.Module):
         x = self.attn2(self.norm2(x), context) + x
         return self.ff(self.norm3(x)) + x
 
-# %% ../nbs/03_attention.ipynb #4fbb58a1
+# %% ../nbs/03_attention.ipynb #ccf12e30
 class SpatialTransformer(nn.Module):
     "Treat each pixel of a feature map as a token: GroupNorm, project in, transformer blocks, project out, residual."
     def __init__(self,
@@ -125,7 +130,7 @@ class SpatialTransformer(nn.Module):
         if not self.use_linear: h = self.proj_out(h)
         return x + h
 
-# %% ../nbs/03_attention.ipynb #ed4bd4c4
+# %% ../nbs/03_attention.ipynb #7eb90029
 class AttnBlock(nn.Module):
     "The VAE's single-head self-attention over pixels, with 1×1 convs as projections and a residual."
     def __init__(self, in_channels: int):  # Channels (divisible by 32)
