@@ -1,0 +1,156 @@
+"""Speed and memory guard: our UNet vs diffusers' UNet2DConditionModel at the full SD 1 size, same weights.
+
+    flock /tmp/sd_bigmem.lock python bench/unet_bench.py                     # CPU, fp32, batch 2, 32x32 latent
+    python bench/unet_bench.py --device cuda --dtype float16 --size 64        # on a GPU
+
+Time: both models live in ONE process and share the very same weight tensors (diffusers' model is built on the meta
+device and given our tensors through diffusers' own `convert_ldm_unet_checkpoint`). They run alternately, A B then
+B A, so that drift in machine load hits both equally; we report the median of each and the median of the per-pair
+ratios ours/diffusers. Their outputs are compared too, so we know both computed the same thing.
+
+Memory: each model runs in its OWN fresh subprocess (weights of the same size, random init), so neither sees the
+other's allocations or allocator caches. On CPU we reset the kernel's resident-set high-water mark
+(`/proc/self/clear_refs` ← 5) after the model is built, run warm-up + timed forwards, and read `VmHWM`: the peak
+resident memory while running, counted by the kernel, with no Python-level tracing to slow or distort anything.
+We print it absolute and minus the resident size before the first forward (= activations, workspaces, caches).
+On CUDA we use `torch.cuda.max_memory_allocated` the same way. Not a test: it prints numbers, it asserts nothing.
+"""
+import argparse, json, os, statistics, subprocess, sys, time, warnings
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from sd_book.unet import UNet, UNetConfig  # noqa: E402
+
+
+def ldm_yaml(c: UNetConfig) -> dict:
+    "Our config as the original LDM YAML (the fields diffusers' single-file converter reads)."
+    p = dict(in_channels=c.in_channels, out_channels=c.out_channels, model_channels=c.model_channels,
+             channel_mult=list(c.channel_mult), num_res_blocks=c.num_res_blocks, context_dim=c.context_dim,
+             attention_resolutions=[2 ** l for l in c.attention_levels], transformer_depth=c.transformer_depth,
+             use_linear_in_transformer=c.use_linear)
+    p.update(num_heads=c.num_heads) if c.num_heads else p.update(num_head_channels=c.num_head_channels)
+    return {'model': {'params': {'unet_config': {'params': p},
+                                 'first_stage_config': {'params': {'ddconfig': {'ch_mult': [1, 2, 4, 4]}}}}}}
+
+
+def diffusers_config(cfg: UNetConfig) -> dict:
+    from diffusers.loaders.single_file_utils import create_unet_diffusers_config_from_ldm
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        return create_unet_diffusers_config_from_ldm(ldm_yaml(cfg), {}, image_size=512)
+
+
+def diffusers_sharing(unet: UNet):
+    "diffusers' UNet holding our very tensors (meta-device build + assign), converted by diffusers' own code."
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+    dcfg = diffusers_config(unet.cfg)
+    with torch.device('meta'): ref = UNet2DConditionModel(**dcfg)
+    ckpt = {'model.diffusion_model.' + k: v for k, v in unet.state_dict().items()}
+    ref.load_state_dict(convert_ldm_unet_checkpoint(ckpt, dcfg), strict=True, assign=True)
+    return ref.eval()
+
+
+def inputs(a, cfg):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(a.batch, cfg.in_channels, a.size, a.size, generator=g)
+    ctx = torch.randn(a.batch, 77, cfg.context_dim, generator=g)
+    t = torch.full((a.batch,), 500.0)
+    dt = getattr(torch, a.dtype)
+    return x.to(a.device, dt), t.to(a.device), ctx.to(a.device, dt)
+
+
+def runner(which: str, model, a):
+    if a.channels_last: model.to(memory_format=torch.channels_last)
+    if which == 'ours': return lambda x, t, c: model(x, t, c)
+    return lambda x, t, c: model(x, t, encoder_hidden_states=c, return_dict=False)[0]
+
+
+def sync(device):
+    if device.startswith('cuda'): torch.cuda.synchronize()
+
+
+def rss_kb(field: str) -> int:
+    for line in open('/proc/self/status'):
+        if line.startswith(field + ':'): return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def memory_child(which: str, a):
+    "Runs in its own process: build one model, then measure the peak memory of running it."
+    from diffusers import UNet2DConditionModel  # imported by both children, so both carry the same library overhead
+    torch.manual_seed(0)
+    cfg, dt = UNetConfig.sd_v1(), getattr(torch, a.dtype)
+    model = UNet(cfg) if which == 'ours' else UNet2DConditionModel(**diffusers_config(cfg))
+    model = model.eval().to(a.device, dt)
+    f, (x, t, c) = runner(which, model, a), inputs(a, cfg)
+    if a.device == 'cpu':
+        open('/proc/self/clear_refs', 'w').write('5')  # reset VmHWM to the current resident size
+        base = rss_kb('VmRSS')
+    else:
+        sync(a.device); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated() // 1024
+    with torch.inference_mode():
+        for _ in range(1 + a.mem_reps): f(x, t, c)
+    sync(a.device)
+    peak = rss_kb('VmHWM') if a.device == 'cpu' else torch.cuda.max_memory_allocated() // 1024
+    print(json.dumps({'which': which, 'base_mib': base / 1024, 'peak_mib': peak / 1024}))
+
+
+def timing(a):
+    torch.manual_seed(0)
+    cfg, dt = UNetConfig.sd_v1(), getattr(torch, a.dtype)
+    ours = UNet(cfg).eval().to(a.device, dt)
+    theirs = diffusers_sharing(ours)
+    fs = {'ours': runner('ours', ours, a), 'diffusers': runner('diffusers', theirs, a)}
+    x, t, c = inputs(a, cfg)
+    times = {'ours': [], 'diffusers': []}
+    with torch.inference_mode():
+        out = {k: f(x, t, c) for k, f in fs.items()}  # warm-up, and the outputs must agree
+        err = (out['ours'].float() - out['diffusers'].float()).abs().max().item()
+        for i in range(a.reps):
+            for k in (('ours', 'diffusers') if i % 2 == 0 else ('diffusers', 'ours')):
+                sync(a.device); t0 = time.perf_counter(); fs[k](x, t, c); sync(a.device)
+                times[k].append(time.perf_counter() - t0)
+    return times, err
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('--device', default='cpu')
+    p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    p.add_argument('--batch', type=int, default=2)
+    p.add_argument('--size', type=int, default=32, help='latent height and width (32 = a 256-pixel image)')
+    p.add_argument('--reps', type=int, default=6, help='timed runs of each model (alternating)')
+    p.add_argument('--mem-reps', type=int, default=1, help='forwards after the warm-up in each memory process')
+    p.add_argument('--channels-last', action='store_true', help='run BOTH models in channels-last memory format')
+    p.add_argument('--skip-memory', action='store_true')
+    p.add_argument('--memory-child', choices=['ours', 'diffusers'], help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.memory_child: return memory_child(a.memory_child, a)
+
+    load0 = os.getloadavg()
+    print(f'{time.strftime("%Y-%m-%d %H:%M %Z")} | torch {torch.__version__} | device {a.device} | {a.dtype} | '
+          f'batch {a.batch}, latent {a.size}x{a.size} | threads {torch.get_num_threads()} of {os.cpu_count()} CPUs | '
+          f'load avg {load0[0]:.1f}' + (' | channels-last' if a.channels_last else ''))
+    times, err = timing(a)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = [o / d for o, d in zip(times['ours'], times['diffusers'])]
+    print(f'outputs agree: max-abs difference {err:.2e}')
+    for k, v in times.items():
+        print(f'{k:>9}: median {med[k]:.3f} s  (min {min(v):.3f}, max {max(v):.3f}, {len(v)} runs)')
+    print(f'time ratio ours/diffusers: {med["ours"] / med["diffusers"]:.3f} (ratio of medians), '
+          f'{statistics.median(ratios):.3f} (median of per-pair ratios)')
+    if not a.skip_memory:
+        args = [a for a in sys.argv[1:]]
+        for which in ('ours', 'diffusers'):
+            r = subprocess.run([sys.executable, __file__, *args, '--memory-child', which], capture_output=True, text=True)
+            if r.returncode: sys.exit(r.stderr)
+            m = json.loads(r.stdout.strip().splitlines()[-1])
+            print(f'{which:>9}: peak memory {m["peak_mib"]:8.0f} MiB, of which {m["peak_mib"] - m["base_mib"]:6.0f} MiB '
+                  f'above the loaded model ({m["base_mib"]:.0f} MiB) [{"VmHWM" if a.device == "cpu" else "max_memory_allocated"}]')
+    print(f'load avg after: {os.getloadavg()[0]:.1f}')
+
+
+if __name__ == '__main__':
+    main()
