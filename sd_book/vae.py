@@ -6,7 +6,7 @@
 __all__ = ['VAE_RESNET_RENAMES', 'VAEConfig', 'MidBlock', 'Encoder', 'Decoder', 'DiagonalGaussian', 'AutoencoderKL',
            'rename_vae_keys']
 
-# %% ../nbs/04_vae.ipynb #e4d83a72
+# %% ../nbs/04_vae.ipynb #62f3aeab
 from dataclasses import dataclass
 import torch
 from torch import nn
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .resnet import ResnetBlock, Downsample, Upsample
 from .attention import AttnBlock
 
-# %% ../nbs/04_vae.ipynb #a8ebc116
+# %% ../nbs/04_vae.ipynb #0520ed39
 @dataclass
 class VAEConfig:
     "The architecture of SD's KL autoencoder (the original `ddconfig`) and its latent scaling factor."
@@ -36,7 +36,7 @@ class VAEConfig:
     @classmethod
     def tiny(cls): return cls(ch=32, ch_mult=(1, 2), num_res_blocks=1)  # for fast tests
 
-# %% ../nbs/04_vae.ipynb #7177db9b
+# %% ../nbs/04_vae.ipynb #e00246b1
 class MidBlock(nn.Module):
     "ResnetBlock → self-attention over all positions → ResnetBlock, at the lowest resolution."
     def __init__(self, ch: int):  # Channels (unchanged)
@@ -45,7 +45,7 @@ class MidBlock(nn.Module):
 
     def forward(self, x): return self.block_2(self.attn_1(self.block_1(x)))  # (B, C, h, w) -> same
 
-# %% ../nbs/04_vae.ipynb #991c6aa7
+# %% ../nbs/04_vae.ipynb #1c9d60ee
 def _level(c_in: int, c_out: int, n_blocks: int) -> nn.Module:
     "One resolution level: `block` (ResnetBlocks c_in→c_out) and `attn` (empty in SD); the caller adds the resampler."
     level = nn.Module()
@@ -76,7 +76,7 @@ class Encoder(nn.Module):
             h = level.downsample(h)  # (B, C, H, W) -> (B, C, H/2, W/2); identity on the last level
         return self.conv_out(F.silu(self.norm_out(self.mid(h))))
 
-# %% ../nbs/04_vae.ipynb #dd7eafc9
+# %% ../nbs/04_vae.ipynb #b4f43523
 class Decoder(nn.Module):
     "Latent (B, z_channels, h, w) → image (B, out_ch, f·h, f·w)."
     def __init__(self, cfg: VAEConfig):
@@ -99,7 +99,7 @@ class Decoder(nn.Module):
             h = level.upsample(h)  # (B, C, h, w) -> (B, C, 2h, 2w); identity on level 0
         return self.conv_out(F.silu(self.norm_out(h)))
 
-# %% ../nbs/04_vae.ipynb #3210cfd1
+# %% ../nbs/04_vae.ipynb #1bb03f58
 class DiagonalGaussian:
     "q(z|x) = N(mean, diag(exp(logvar))), from the encoder's moments (B, 2C, h, w)."
     def __init__(self, moments: torch.Tensor):  # (B, 2C, h, w): means, then log-variances, along dim 1
@@ -121,7 +121,7 @@ class DiagonalGaussian:
         "KL(q || N(0, I)) per sample, summed over channels and positions."
         return 0.5 * (self.mean ** 2 + self.std ** 2 - 1.0 - self.logvar).sum(dim=(1, 2, 3))
 
-# %% ../nbs/04_vae.ipynb #65e667ed
+# %% ../nbs/04_vae.ipynb #39d03dd2
 class AutoencoderKL(nn.Module):
     "SD's autoencoder: `encode(x)` → DiagonalGaussian over latents; `decode(z)` → image in [-1, 1] (roughly)."
     def __init__(self, cfg: VAEConfig | None = None):  # Default: `VAEConfig.sd_v1()`
@@ -146,7 +146,7 @@ class AutoencoderKL(nn.Module):
         q = self.encode(x)
         return self.decode(q.sample(generator)), q
 
-# %% ../nbs/04_vae.ipynb #f44d5e05
+# %% ../nbs/04_vae.ipynb #6e340a97
 VAE_RESNET_RENAMES = {  # our name (chapter 2's, = the original UNet's) -> the original VAE's
     'in_layers.0': 'norm1', 'in_layers.2': 'conv1', 'out_layers.0': 'norm2', 'out_layers.3': 'conv2',
     'skip_connection': 'nin_shortcut', 'downsample.op': 'downsample.conv'}
