@@ -12,6 +12,7 @@ import gzip, re, unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
+from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 
 # %% ../nbs/05_clip.ipynb #3031998a
@@ -26,7 +27,7 @@ BOS, EOS = '<|startoftext|>', '<|endoftext|>'
 
 def load_merges(path=None) -> list:
     "CLIP's 48,894 BPE merge rules as pairs, highest priority first (default: the file shipped with sd_book)."
-    path = path or files('sd_book') / 'assets' / 'bpe_simple_vocab_16e6.txt.gz'
+    path = Path(path) if path else files('sd_book') / 'assets' / 'bpe_simple_vocab_16e6.txt.gz'
     lines = gzip.decompress(path.read_bytes()).decode('utf-8').split('\n')
     return [tuple(l.split()) for l in lines[1:49152 - 256 - 2 + 1]]  # line 0 is a version header
 
