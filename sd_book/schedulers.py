@@ -5,12 +5,12 @@ __all__ = ['SAMPLERS', 'ScheduleConfig', 'make_betas', 'alpha_bar', 'snr', 'q_sa
            'spaced_timesteps', 'karras_sigmas', 'sigma_to_t', 'Sampler', 'DDPM', 'DDIM', 'Euler', 'EulerAncestral',
            'DPMSolverPP2M', 'get_scheduler']
 
-# %% ../nbs/07_schedulers.ipynb #07a564ed
+# %% ../nbs/07_schedulers.ipynb #eeac21ee
 import math
 from dataclasses import dataclass, fields
 import numpy as np, torch
 
-# %% ../nbs/07_schedulers.ipynb #c3796824
+# %% ../nbs/07_schedulers.ipynb #b887fb9d
 _CHOICES = dict(beta_schedule=("linear", "scaled_linear", "squaredcos_cap_v2"),
                 prediction_type=("epsilon", "v_prediction"), timestep_spacing=("leading", "trailing", "linspace"))
 
@@ -43,7 +43,7 @@ class ScheduleConfig:
     @classmethod
     def sd_v2(cls): return cls(prediction_type="v_prediction")  # SD 2.x 768-px models
 
-# %% ../nbs/07_schedulers.ipynb #773cde85
+# %% ../nbs/07_schedulers.ipynb #61879c97
 def make_betas(cfg: ScheduleConfig) -> torch.Tensor:  # (T,) float32
     "The β_t of the schedule `cfg` (float32, computed as diffusers does, so the tables agree bit for bit)."
     T, b0, b1 = cfg.num_train_timesteps, cfg.beta_start, cfg.beta_end
@@ -56,12 +56,12 @@ def alpha_bar(cfg: ScheduleConfig) -> torch.Tensor:  # (T,)
     "ᾱ_t = ∏_{s≤t} (1 - β_s): the fraction of the signal's variance left at level t."
     return torch.cumprod(1 - make_betas(cfg), 0)
 
-# %% ../nbs/07_schedulers.ipynb #7ae9c595
+# %% ../nbs/07_schedulers.ipynb #d64e74b4
 def snr(alpha_bar_t: torch.Tensor) -> torch.Tensor:
     "Signal-to-noise ratio of x_t: ᾱ_t / (1 - ᾱ_t)."
     return alpha_bar_t / (1 - alpha_bar_t)
 
-# %% ../nbs/07_schedulers.ipynb #656d7b9e
+# %% ../nbs/07_schedulers.ipynb #55ac20cb
 def _per_sample(a, x: torch.Tensor) -> torch.Tensor:
     "A scalar, or one value per batch item (B,), shaped to broadcast against x: (B,) -> (B, 1, ..., 1)."
     a = torch.as_tensor(a, device=x.device, dtype=x.dtype)
@@ -76,7 +76,7 @@ def q_sample(
     ab = _per_sample(alpha_bar_t, x0)
     return ab ** 0.5 * x0 + (1 - ab) ** 0.5 * eps
 
-# %% ../nbs/07_schedulers.ipynb #abface80
+# %% ../nbs/07_schedulers.ipynb #9e5c9f0d
 def velocity(x0: torch.Tensor, eps: torch.Tensor, alpha_bar_t) -> torch.Tensor:
     "The v-prediction target v = √ᾱ_t ε - √(1-ᾱ_t) x0."
     ab = _per_sample(alpha_bar_t, x0)
@@ -95,7 +95,7 @@ def predict_x0_eps(
     if prediction_type == "v_prediction": return a * x_t - s * model_output, a * model_output + s * x_t
     raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
 
-# %% ../nbs/07_schedulers.ipynb #6913d0b3
+# %% ../nbs/07_schedulers.ipynb #f775e33f
 def spaced_timesteps(
     steps: int,  # N, the number of inference steps
     cfg: ScheduleConfig,  # uses num_train_timesteps, timestep_spacing, steps_offset
@@ -107,7 +107,7 @@ def spaced_timesteps(
     else: t = np.linspace(0, T - 1, steps)
     return t[::-1].astype(np.float64)
 
-# %% ../nbs/07_schedulers.ipynb #dc33d9d5
+# %% ../nbs/07_schedulers.ipynb #adaa1ead
 def karras_sigmas(sigma_min: float, sigma_max: float, n: int, rho: float = 7.0) -> np.ndarray:  # (n,) high → low
     "Karras et al. (2022): n noise levels from sigma_max to sigma_min, evenly spaced in σ^(1/ρ)."
     ramp, sigma_min, sigma_max = np.linspace(0, 1, n), float(sigma_min), float(sigma_max)  # float64, even from float32 tables
@@ -120,7 +120,7 @@ def sigma_to_t(sigma: np.ndarray, sigma_table: np.ndarray) -> np.ndarray:
     w = np.clip((log_table[lo] - ls) / (log_table[lo] - log_table[lo + 1]), 0, 1)
     return (1 - w) * lo + w * (lo + 1)
 
-# %% ../nbs/07_schedulers.ipynb #1fe31024
+# %% ../nbs/07_schedulers.ipynb #993abb41
 def _randn(like: torch.Tensor, generator=None) -> torch.Tensor:
     "Noise shaped like `like`, drawn on the generator's device then moved (so a CPU seed gives the same noise anywhere)."
     dev = generator.device if generator is not None else like.device
@@ -160,13 +160,17 @@ class Sampler:
         "Noise x0 to the level of `timesteps[i]` (i = len(timesteps) is the clean end)."
         return q_sample(x0, noise, self._alpha_bar_at(i))
 
+    def step(self, model_output: torch.Tensor, i: int, x: torch.Tensor, generator=None) -> torch.Tensor:
+        "x at step i and the network's output there → x at step i + 1 (`x0_pred` keeps this step's x̂0)."
+        raise NotImplementedError  # each sampler below is one such method
+
     def start_index(self, strength: float) -> int:
         "Index of the first step for image→image with this strength (1: all steps, 0: none)."
         if not 0 <= strength <= 1: raise ValueError(f"strength must be in [0, 1], got {strength}")
         n = len(self.timesteps)
         return max(n - min(int(n * strength), n), 0) * self.order
 
-# %% ../nbs/07_schedulers.ipynb #56426607
+# %% ../nbs/07_schedulers.ipynb #0474c40b
 class DDPM(Sampler):
     "Ho et al. (2020): ancestral sampling of the posterior q(x_t' | x_t, x̂0), fresh noise every step."
     def _set_timesteps(self, steps):
@@ -183,7 +187,7 @@ class DDPM(Sampler):
             x_prev = x_prev + var ** 0.5 * _randn(model_output, generator)
         return x_prev
 
-# %% ../nbs/07_schedulers.ipynb #cb415d2b
+# %% ../nbs/07_schedulers.ipynb #5b8989fc
 class DDIM(Sampler):
     "Song et al. (2021): x_t' = √ᾱ_t' x̂0 + √(1-ᾱ_t'-σ²) ε̂ + σ z, with σ scaled by η (0: deterministic)."
     def __init__(self, cfg=None, karras=False, eta=0.0):
@@ -204,7 +208,7 @@ class DDIM(Sampler):
         x_prev = ab_prev ** 0.5 * self.x0_pred + (1 - ab_prev - sigma ** 2) ** 0.5 * eps
         return x_prev + sigma * _randn(model_output, generator) if self.eta > 0 else x_prev
 
-# %% ../nbs/07_schedulers.ipynb #3475c215
+# %% ../nbs/07_schedulers.ipynb #4063b5cb
 def _x0_from_sigma(model_output, x, sigma, prediction_type):
     "x̂0 for x at the σ scale (x = x0 + σ ε): the VP formulas with √ᾱ = 1/√(σ²+1)."
     if prediction_type == "epsilon": return x - sigma * model_output
@@ -234,7 +238,7 @@ class Euler(Sampler):
         d = (x - self.x0_pred) / sigma  # dx/dσ
         return (x + d * (self.sigmas[i + 1] - sigma)).to(model_output.dtype)
 
-# %% ../nbs/07_schedulers.ipynb #8fa9a043
+# %% ../nbs/07_schedulers.ipynb #cf90089f
 class EulerAncestral(Euler):
     "Euler down to σ_down, then fresh noise σ_up: ancestral sampling in the σ view."
     def step(self, model_output, i, x, generator=None):
@@ -245,7 +249,7 @@ class EulerAncestral(Euler):
         x = x + (x - self.x0_pred) / s * (s_down - s)
         return (x + _randn(model_output, generator) * s_up).to(model_output.dtype)  # drawn at every step, as diffusers
 
-# %% ../nbs/07_schedulers.ipynb #99cad8b3
+# %% ../nbs/07_schedulers.ipynb #51229e08
 class DPMSolverPP2M(Sampler):
     "Lu et al. (2022) DPM-Solver++(2M): second-order multistep in log-SNR, first order at the first and last step."
     supports_karras = True
@@ -279,7 +283,7 @@ class DPMSolverPP2M(Sampler):
         self._prev, self.x0_pred = (i, x0), x0
         return x_prev.to(model_output.dtype)
 
-# %% ../nbs/07_schedulers.ipynb #0fb6629f
+# %% ../nbs/07_schedulers.ipynb #36b8c55b
 SAMPLERS = {"ddpm": DDPM, "ddim": DDIM, "euler": Euler, "euler_a": EulerAncestral, "dpmpp_2m": DPMSolverPP2M}
 
 def get_scheduler(
