@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['OUTPUT_TYPES', 'StableDiffusion']
 
-# %% ../nbs/08_sampler.ipynb #0ab0bcac
+# %% ../nbs/08_sampler.ipynb #cb15a360
 import warnings, torch, torch.nn.functional as F
 from fastcore.basics import patch
 from PIL import Image
@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from .utils import seeded_generator, pil_to_tensor, tensor_to_pil
 from .schedulers import ScheduleConfig, get_scheduler, SAMPLERS
 
-# %% ../nbs/08_sampler.ipynb #da24aaa9
+# %% ../nbs/08_sampler.ipynb #8ab89c25
 class StableDiffusion:
     "Stable Diffusion: tokenizer, text encoder, UNet and autoencoder, run by a sampler built from the schedule."
     def __init__(self,
@@ -39,7 +39,7 @@ class StableDiffusion:
         for m in self.models: m.to(device=device, dtype=dtype)
         return self
 
-# %% ../nbs/08_sampler.ipynb #18f43064
+# %% ../nbs/08_sampler.ipynb #b0fae42e
 @patch
 def encode_prompt(self: StableDiffusion,
                   prompt,  # a str or a list of str
@@ -57,7 +57,7 @@ def encode_prompt(self: StableDiffusion,
     ctx = self.text_encoder(self.tokenizer(texts).to(self.device))  # (n_texts, 77, D)
     return ctx.repeat_interleave(num_images, dim=0)
 
-# %% ../nbs/08_sampler.ipynb #9a0a67ca
+# %% ../nbs/08_sampler.ipynb #94d2f3f0
 @patch
 def predict_noise(self: StableDiffusion,
                   x: torch.Tensor,  # (B, C, h, w) latents, already scaled for the model (`scale_model_input`)
@@ -79,7 +79,7 @@ def predict_noise(self: StableDiffusion,
         e = guidance_rescale * e * (e_cond.std(dims, keepdim=True) / e.std(dims, keepdim=True)) + (1 - guidance_rescale) * e
     return e
 
-# %% ../nbs/08_sampler.ipynb #564aa21a
+# %% ../nbs/08_sampler.ipynb #b0ddaffb
 def _images(imgs, name: str, size: tuple) -> torch.Tensor:  # (n, 3, H, W) in [-1, 1]
     "PIL image(s) as a batch in [-1, 1], resized (Lanczos) to `size` = (W, H) where they differ."
     imgs = list(imgs) if isinstance(imgs, (list, tuple)) else [imgs]
@@ -96,7 +96,7 @@ def encode_images(self: StableDiffusion, imgs: torch.Tensor, g=None) -> torch.Te
     "Pixels in [-1, 1] → scaled latents x0 = 0.18215·z, z ~ q(z | image)."
     return self.vae.encode(imgs.to(self.device, self.dtype)).sample(g) * self.vae.cfg.scaling_factor
 
-# %% ../nbs/08_sampler.ipynb #90a1d74d
+# %% ../nbs/08_sampler.ipynb #5bde7093
 @patch
 def prepare_latents(self: StableDiffusion, sched, shape: tuple, g, latents=None, init_image=None, strength=1.0, mask_image=None):
     "Start latents, and what inpainting needs: (x, first step i0, noise ε, image latents x0, latent mask, extra channels)."
@@ -115,7 +115,7 @@ def prepare_latents(self: StableDiffusion, sched, shape: tuple, g, latents=None,
     pure = x0 is None or (m is not None and strength == 1)
     return (noise * sched.init_noise_sigma if pure else sched.add_noise(x0, noise, i0)), i0, noise, x0, m, extra
 
-# %% ../nbs/08_sampler.ipynb #c339fe2c
+# %% ../nbs/08_sampler.ipynb #52959af7
 OUTPUT_TYPES = ('pil', 'np', 'pt', 'latent')
 
 @patch
@@ -128,7 +128,7 @@ def decode(self: StableDiffusion, x: torch.Tensor, output_type: str = 'pil'):
     if output_type == 'np': return img.permute(0, 2, 3, 1).cpu().numpy()  # (B, 3, H, W) -> (B, H, W, 3)
     return tensor_to_pil(img * 2 - 1)
 
-# %% ../nbs/08_sampler.ipynb #b47bc21c
+# %% ../nbs/08_sampler.ipynb #dfe2b45e
 @patch
 def _check(self: StableDiffusion, height, width, strength, num_images, init_image, mask_image, output_type):
     if height % 8 or width % 8: raise ValueError(f"height and width must be multiples of 8, got {width}×{height}")
@@ -142,7 +142,7 @@ def _check(self: StableDiffusion, height, width, strength, num_images, init_imag
 
 def _as_list(x): return list(x) if isinstance(x, (list, tuple)) else [x]
 
-# %% ../nbs/08_sampler.ipynb #3e909cab
+# %% ../nbs/08_sampler.ipynb #cf958ac2
 @patch
 @torch.no_grad()
 def __call__(self: StableDiffusion,
@@ -186,7 +186,7 @@ def __call__(self: StableDiffusion,
         if callback is not None: callback(i, sched.timesteps[i], x, sched.x0_pred)
     return self.decode(x, output_type)
 
-# %% ../nbs/08_sampler.ipynb #a795667b
+# %% ../nbs/08_sampler.ipynb #6d55d0d3
 @patch(cls_method=True)
 def from_single_file(cls: StableDiffusion, path, **kwargs):
     "A pipeline from an original single-file checkpoint (`.safetensors` or `.ckpt`)."
