@@ -11,8 +11,8 @@ __all__ = ['PICKLE_SUFFIXES', 'UNET', 'VAE', 'CLIP_HF', 'OPEN_CLIP', 'NOT_SUPPOR
            'from_original', 'load_single_file', 'unet_pairs', 'vae_pairs', 'rename', 'load_pretrained',
            'save_pretrained']
 
-# %% ../nbs/09_weight_loading.ipynb #942880cc
-import json, os, pickle, tempfile
+# %% ../nbs/09_weight_loading.ipynb #bf0bfccc
+import json, os, pickle, re, tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 import torch
@@ -24,7 +24,7 @@ from .vae import AutoencoderKL, VAEConfig, rename_vae_keys
 from .clip import TextEncoder, CLIPConfig, Tokenizer, BOS, EOS
 from .schedulers import ScheduleConfig
 
-# %% ../nbs/09_weight_loading.ipynb #b1218866
+# %% ../nbs/09_weight_loading.ipynb #6e696772
 class CheckpointError(ValueError):
     "A checkpoint that cannot be loaded as asked; the message names the file and what does not fit."
 
@@ -33,7 +33,7 @@ def _few(names, n: int = 4) -> str:
     names = sorted(names)
     return ', '.join(names[:n]) + (f', … ({len(names)} in all)' if len(names) > n else '')
 
-# %% ../nbs/09_weight_loading.ipynb #ec9c053b
+# %% ../nbs/09_weight_loading.ipynb #ba759d94
 PICKLE_SUFFIXES = ('.ckpt', '.pt', '.pth', '.bin')
 
 def read_state_dict(
@@ -55,7 +55,7 @@ def read_state_dict(
     if not tensors: raise CheckpointError(f"{path}: holds no dict of tensors (found {type(sd).__name__})")
     return tensors
 
-# %% ../nbs/09_weight_loading.ipynb #e81f00f4
+# %% ../nbs/09_weight_loading.ipynb #29cb8b8e
 def _torch_load(path: Path, unsafe_pickle: bool):
     "torch.load, memory-mapped when the file is in the zip format, with errors that say what to do."
     try:
@@ -70,7 +70,7 @@ def _torch_load(path: Path, unsafe_pickle: bool):
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read this pickle (truncated or corrupt?): {str(e).splitlines()[0]}") from None
 
-# %% ../nbs/09_weight_loading.ipynb #4c8c2183
+# %% ../nbs/09_weight_loading.ipynb #dbdc2da4
 UNET, VAE, CLIP_HF, OPEN_CLIP = 'model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.transformer.text_model.', 'cond_stage_model.model.'
 NOT_SUPPORTED = {'conditioner.embedders.': 'an SDXL', 'model.diffusion_model.joint_blocks.': 'an SD 3',
                  'model.diffusion_model.double_blocks.': 'a Flux', 'model.diffusion_model.label_emb.': 'a class-conditioned (SD 2 upscaler / unCLIP)'}
@@ -88,7 +88,7 @@ def detect_family(
     raise CheckpointError(f"{where}: not an SD 1.x/2.x single file: expected keys under {UNET}, {VAE} and {CLIP_HF} (SD 1) "
                           f"or {OPEN_CLIP} (SD 2); found {len(sd)} keys: {_few(sd)}")
 
-# %% ../nbs/09_weight_loading.ipynb #2e0d6d82
+# %% ../nbs/09_weight_loading.ipynb #7458a3f3
 def ema_key(k: str) -> str:
     "LDM's name for the EMA copy of the parameter `k` ('model.…'): 'model_ema.' + the rest without dots."
     return 'model_ema.' + k[len('model.'):].replace('.', '')
@@ -96,14 +96,14 @@ def ema_key(k: str) -> str:
 def unet_state_dict(sd: dict, ema: bool, where: str) -> tuple:  # (UNet state dict with our names, which weights)
     "The UNet's tensors from an original file: the EMA copies when the file has them and `ema`, else the raw ones."
     keys = [k for k in sd if k.startswith(UNET)]
-    has_ema = any(k.startswith('model_ema.') for k in sd)
+    has_ema = any(ema_key(k) in sd for k in keys)
     if ema and has_ema:
         if missing := [ema_key(k) for k in keys if ema_key(k) not in sd]:
             raise CheckpointError(f"{where}: has EMA weights but not for every UNet parameter; missing {_few(missing)}")
         return {k[len(UNET):]: sd[ema_key(k)] for k in keys}, 'EMA weights (model_ema.*)'
     return {k[len(UNET):]: sd[k] for k in keys}, ('raw weights (EMA ignored: ema=False)' if has_ema else 'the only weights it has')
 
-# %% ../nbs/09_weight_loading.ipynb #5004d81e
+# %% ../nbs/09_weight_loading.ipynb #67632a54
 OPEN_CLIP_RENAMES = {'transformer.resblocks.': 'encoder.layers.', '.ln_1.': '.layer_norm1.', '.ln_2.': '.layer_norm2.',
                      '.attn.out_proj.': '.self_attn.out_proj.', '.mlp.c_fc.': '.mlp.fc1.', '.mlp.c_proj.': '.mlp.fc2.',
                      'token_embedding.': 'embeddings.token_embedding.', 'ln_final.': 'final_layer_norm.'}
@@ -112,7 +112,7 @@ def open_clip_to_hf(
     sd: dict,  # OpenCLIP text tower's tensors, without the `cond_stage_model.model.` prefix
 ) -> tuple:  # (state dict with our names, the names left out)
     "OpenCLIP text-encoder names → ours: split the fused q/k/v projection, leave out what SD 2 does not use."
-    last = max(int(k.split('.')[2]) for k in sd if k.startswith('transformer.resblocks.'))
+    last = max((int(k.split('.')[2]) for k in sd if k.startswith('transformer.resblocks.')), default=-1)
     out, unused = {}, []
     for k, v in sd.items():
         if k in ('text_projection', 'logit_scale', 'attn_mask') or k.startswith(f'transformer.resblocks.{last}.'): unused.append(k); continue
@@ -124,7 +124,7 @@ def open_clip_to_hf(
         else: out[new] = v
     return out, unused
 
-# %% ../nbs/09_weight_loading.ipynb #fc374904
+# %% ../nbs/09_weight_loading.ipynb #6273b721
 def _count(sd: dict, prefix: str) -> int:
     "How many numbered children `prefix{i}.` the keys of `sd` have."
     return len({k[len(prefix):].split('.')[0] for k in sd if k.startswith(prefix)})
@@ -144,7 +144,7 @@ def unet_config_from(sd: dict, family: str) -> UNetConfig:  # sd: UNet tensors, 
         attention_levels=tuple(i for i, l in enumerate(levels) if l[0][1]), context_dim=sd[f'{attn}.transformer_blocks.0.attn2.to_k.weight'].shape[1],
         use_linear=sd[f'{attn}.proj_in.weight'].ndim == 2, transformer_depth=_count(sd, f'{attn}.transformer_blocks.'), **heads)
 
-# %% ../nbs/09_weight_loading.ipynb #938078b1
+# %% ../nbs/09_weight_loading.ipynb #c558e6e6
 def vae_config_from(sd: dict) -> VAEConfig:  # sd: VAE tensors, original names without prefix
     "The VAEConfig whose tensors have the shapes in `sd`."
     ch, c_in = sd['encoder.conv_in.weight'].shape[:2]
@@ -158,7 +158,7 @@ def clip_config_from(sd: dict, family: str) -> CLIPConfig:  # sd: text-encoder t
     return CLIPConfig(vocab_size=vocab, max_length=sd['embeddings.position_embedding.weight'].shape[0], width=width, heads=max(width // 64, 1),
         layers=_count(sd, 'encoder.layers.'), mlp_width=sd['encoder.layers.0.mlp.fc1.weight'].shape[0], act='quick_gelu' if family == 'sd1' else 'gelu')
 
-# %% ../nbs/09_weight_loading.ipynb #325b9ac2
+# %% ../nbs/09_weight_loading.ipynb #d9275fb1
 def unet_config_from_diffusers(d: dict) -> UNetConfig:
     "Our UNetConfig from a diffusers `unet/config.json`."
     if d.get('addition_embed_type') or d.get('class_embed_type'):
@@ -182,7 +182,7 @@ def unet_config_to_diffusers(c: UNetConfig) -> dict:
         attention_head_dim=c.num_heads or [x // c.num_head_channels for x in ch], use_linear_projection=c.use_linear,
         transformer_layers_per_block=c.transformer_depth)
 
-# %% ../nbs/09_weight_loading.ipynb #20ddaec2
+# %% ../nbs/09_weight_loading.ipynb #1c404c5a
 def vae_config_from_diffusers(d: dict) -> VAEConfig:
     "Our VAEConfig from a diffusers `vae/config.json`."
     ch = d['block_out_channels']
@@ -205,7 +205,7 @@ def clip_config_to_hf(c: CLIPConfig) -> dict:
     return dict(vocab_size=c.vocab_size, max_position_embeddings=c.max_length, hidden_size=c.width, num_attention_heads=c.heads, num_hidden_layers=c.layers,
                 intermediate_size=c.mlp_width, hidden_act=c.act, layer_norm_eps=c.eps, bos_token_id=49406, eos_token_id=49407)
 
-# %% ../nbs/09_weight_loading.ipynb #7f925d84
+# %% ../nbs/09_weight_loading.ipynb #d7fe0c85
 def check_state_dict(
     want: dict,  # name -> tensor (any device) the model expects
     got: dict,  # name -> tensor from the file
@@ -222,7 +222,7 @@ def _fit(v: torch.Tensor, shape) -> torch.Tensor:
     s, t = tuple(v.shape), tuple(shape)
     return v.reshape(t) if s + (1, 1) == t or s == t + (1, 1) else v
 
-# %% ../nbs/09_weight_loading.ipynb #a4d2c81f
+# %% ../nbs/09_weight_loading.ipynb #1a17ef0a
 def build(
     make,  # () -> nn.Module, e.g. `lambda: UNet(cfg)`
     sd: dict,  # The module's tensors, our names
@@ -239,7 +239,7 @@ def build(
     if torch.device(device).type != 'meta' and any(t.is_meta for t in model.buffers()): raise RuntimeError(f"build: {where}: a buffer was not in the state dict")
     return model.eval()
 
-# %% ../nbs/09_weight_loading.ipynb #27b9f6b4
+# %% ../nbs/09_weight_loading.ipynb #505f94d2
 def from_original(
     sd: dict,  # An original single file's tensors
     where: str = 'state dict',  # The file's name, for messages
@@ -249,6 +249,7 @@ def from_original(
 ) -> tuple:  # (components dict, a one-line report)
     "Our modules from the tensors of an original (CompVis / Stability AI) single-file checkpoint."
     family = detect_family(sd, where)
+    sched = _schedule(ScheduleConfig.sd_v1() if family == 'sd1' else ScheduleConfig.sd_v2(), prediction_type)
     unet_sd, which = unet_state_dict(sd, ema, where)
     vae_sd = {k[len(VAE):]: v for k, v in sd.items() if k.startswith(VAE)}
     if family == 'sd1': text_sd, unused = {k[len(CLIP_HF):]: v for k, v in sd.items() if k.startswith(CLIP_HF)}, []
@@ -261,15 +262,15 @@ def from_original(
                  vae=build(lambda: AutoencoderKL(vcfg), rename_vae_keys(vae_sd, 'ours', prefix=''), f'{where} (VAE)', device, dtype),
                  text_encoder=build(lambda: TextEncoder(ccfg), text_sd, f'{where} (text encoder)', device, dtype),
                  tokenizer=Tokenizer(pad_id=49407 if family == 'sd1' else 0, max_length=ccfg.max_length),
-                 scheduler_config=_schedule(ScheduleConfig.sd_v1() if family == 'sd1' else ScheduleConfig.sd_v2(), prediction_type))
+                 scheduler_config=sched)
     ignored = [k for k in sd if not k.startswith((UNET, VAE, CLIP_HF, OPEN_CLIP, 'model_ema.'))] + [OPEN_CLIP + k for k in unused]
-    return comps, (f"{where}: SD {family[-1]}.x, UNet from {which}, prediction_type={comps['scheduler_config'].prediction_type!r}; "
+    return comps, (f"{where}: SD {family[-1]}.x, UNet from {which}, prediction_type={sched.prediction_type!r}; "
                    f"{len(ignored)} tensors not used" + (f" ({_few(ignored, 3)})" if ignored else ''))
 
 def _schedule(cfg: ScheduleConfig, prediction_type) -> ScheduleConfig:
     return replace(cfg, prediction_type=prediction_type) if prediction_type else cfg
 
-# %% ../nbs/09_weight_loading.ipynb #0c178878
+# %% ../nbs/09_weight_loading.ipynb #595ace39
 def load_single_file(
     path,  # An original checkpoint: `.safetensors` or `.ckpt`
     device='cpu',  # Where the weights go
@@ -284,7 +285,7 @@ def load_single_file(
     if verbose: print(report)
     return comps
 
-# %% ../nbs/09_weight_loading.ipynb #7af82d4a
+# %% ../nbs/09_weight_loading.ipynb #1eda9bcb
 RESNET_DIFFUSERS = {'norm1': 'in_layers.0', 'conv1': 'in_layers.2', 'time_emb_proj': 'emb_layers.1',
                     'norm2': 'out_layers.0', 'conv2': 'out_layers.3', 'conv_shortcut': 'skip_connection'}
 
@@ -311,7 +312,7 @@ def unet_pairs(c: UNetConfig) -> list:
         if level > 0: P.append((f'up_blocks.{i}.upsamplers.0.conv.', f'output_blocks.{n - 1}.{2 if attn else 1}.conv.'))
     return P
 
-# %% ../nbs/09_weight_loading.ipynb #9228f565
+# %% ../nbs/09_weight_loading.ipynb #77e53a2d
 VAE_ATTN_DIFFUSERS = {'query': 'q', 'key': 'k', 'value': 'v', 'proj_attn': 'proj_out',  # diffusers < 0.14 (first, so saving uses the new names)
                       'group_norm': 'norm', 'to_q': 'q', 'to_k': 'k', 'to_v': 'v', 'to_out.0': 'proj_out'}
 
@@ -331,7 +332,7 @@ def vae_pairs(c: VAEConfig) -> list:
         P += [(f'{p}.mid_block.attentions.0.{a}.', f'{p}.mid.attn_1.{b}.') for a, b in VAE_ATTN_DIFFUSERS.items()]
     return P
 
-# %% ../nbs/09_weight_loading.ipynb #beac0c4d
+# %% ../nbs/09_weight_loading.ipynb #47882641
 def rename(
     sd: dict,  # A state dict
     pairs: list,  # (diffusers prefix, original prefix) pairs, from `unet_pairs` or `vae_pairs`
@@ -347,7 +348,7 @@ def rename(
         out[k] = v
     return out
 
-# %% ../nbs/09_weight_loading.ipynb #64565180
+# %% ../nbs/09_weight_loading.ipynb #a9e1f1e5
 WEIGHT_STEMS = {'unet': ('diffusion_pytorch_model',), 'vae': ('diffusion_pytorch_model',), 'text_encoder': ('model', 'pytorch_model')}
 
 def _weights(folder: Path, stems: tuple, variant) -> Path:
@@ -374,7 +375,7 @@ def _download(repo_id: str, variant) -> Path:
     return Path(snapshot_download(repo_id, allow_patterns=['model_index.json', '*/config.json', 'scheduler/scheduler_config.json', 'tokenizer/*',
         f'unet/diffusion_pytorch_model{v}.safetensors', f'vae/diffusion_pytorch_model{v}.safetensors', f'text_encoder/model{v}.safetensors']))
 
-# %% ../nbs/09_weight_loading.ipynb #f94318f5
+# %% ../nbs/09_weight_loading.ipynb #191ca494
 def load_pretrained(
     folder_or_repo_id,  # A diffusers-layout folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/), or a hub repo id
     device='cpu',  # Where the weights go
@@ -385,6 +386,8 @@ def load_pretrained(
 ) -> dict:  # {'unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler_config'}
     "Load an SD 1.x / 2.x diffusers-layout folder into our modules."
     root = Path(folder_or_repo_id)
+    if not root.is_dir() and (root.exists() or not re.fullmatch(r'[\w.-]+/[\w.-]+', str(folder_or_repo_id))):
+        raise FileNotFoundError(f"{root}: not a folder (nor a hub repo id 'owner/name'); for an original single file use load_single_file")
     if not root.is_dir(): root = _download(str(folder_or_repo_id), variant)
     if missing := [c for c in ('unet', 'vae', 'text_encoder') if not (root / c / 'config.json').is_file()]:
         raise FileNotFoundError(f"{root}: not a diffusers Stable Diffusion folder: no {', '.join(c + '/config.json' for c in missing)}")
@@ -402,7 +405,7 @@ def load_pretrained(
     if verbose: print(f"{root.name}: " + ', '.join(f'{c} from {p.name}' for c, p in f.items()) + f"; prediction_type={comps['scheduler_config'].prediction_type!r}")
     return comps
 
-# %% ../nbs/09_weight_loading.ipynb #380d8b8e
+# %% ../nbs/09_weight_loading.ipynb #42d30a9f
 def _atomic(path: Path, write):
     "Call `write(tmp_name)`, then rename it to `path` (never overwrites a file in place)."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -418,7 +421,7 @@ def _own(sd: dict) -> dict:
     shared = {p for p in ptrs if ptrs.count(p) > 1}
     return {k: (v.clone() if p in shared else v).contiguous() for (k, v), p in zip(sd.items(), ptrs)}
 
-# %% ../nbs/09_weight_loading.ipynb #0fcdfd97
+# %% ../nbs/09_weight_loading.ipynb #00e9a230
 def save_pretrained(
     components: dict,  # {'unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler_config'}, as the loaders return
     folder,  # Where to write the diffusers layout (created if needed)
