@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['A1111_SAMPLERS', 'parameters_text', 'make_parser', 'main']
 
-# %% ../nbs/10_guidance.ipynb #e3ba0488
+# %% ../nbs/10_guidance.ipynb #5d03da63
 import argparse, random, sys, torch
 from pathlib import Path
 from PIL import Image
@@ -23,7 +23,7 @@ def parameters_text(a: argparse.Namespace, seed: int, width: int, height: int) -
     if a.n > 1: kv['Batch size'] = a.n
     return '\n'.join([a.prompt] + ([f'Negative prompt: {a.negative}'] if a.negative else []) + [', '.join(f'{k}: {v}' for k, v in kv.items())])
 
-# %% ../nbs/10_guidance.ipynb #00119bdc
+# %% ../nbs/10_guidance.ipynb #90989814
 def _size(s: str) -> tuple:
     try: w, h = (int(v) for v in s.lower().split('x'))
     except ValueError: raise argparse.ArgumentTypeError(f"--size must look like 512x512, got {s!r}")
@@ -50,7 +50,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument('-o', '--output', default='out.png', help='PNG path; with -n > 1, out-1.png, out-2.png, … follow')
     return p
 
-# %% ../nbs/10_guidance.ipynb #a5a98c47
+# %% ../nbs/10_guidance.ipynb #89d8c24f
 def main(argv=None):
     "Entry point of the `sd-book` command."
     p = make_parser(); a = p.parse_args(argv)
