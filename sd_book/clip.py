@@ -38,7 +38,7 @@ def build_vocab(merges: list) -> dict:
     return {t: i for i, t in enumerate(tokens)}
 
 # %% ../nbs/05_clip.ipynb #4836edc6
-WHITESPACE = '\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000'  # Unicode White_Space
+WHITESPACE = '\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000'  # Unicode White_Space, as a regex class body
 
 def clean_text(text: str) -> str:
     "NFC-normalise, collapse whitespace runs to one space, lower-case each character (as transformers' CLIP)."
