@@ -9,22 +9,21 @@ after changing a chapter, run it here, look at it, then `nbdev_clean` and commit
 import argparse, os, sys, time
 from pathlib import Path
 
-from execnb.nbio import write_nb
+from execnb.nbio import read_nb, write_nb
 from execnb.shell import CaptureShell
 from fastcore.xtras import working_directory
 from nbdev.config import get_config
-from nbdev.process import NBProcessor
-from nbdev.frontmatter import FrontmatterProc
+from nbdev.process import extract_directives
 
 
 def run_nb(fn: Path, flags: set) -> float:
     "Execute `fn` skipping flagged cells (as nbdev_test does) and write the outputs back; return seconds."
-    nb = NBProcessor(fn, procs=FrontmatterProc, process=True).nb
+    nb = read_nb(fn)  # the raw notebook: its `#|` directives must survive the round trip
     skip = set(get_config().tst_flags.split()) - flags
 
     def no_eval(cell):
         if cell.cell_type != 'code': return True
-        d = getattr(cell, 'directives_', {}) or {}
+        d = extract_directives(cell, remove=False)
         if d.get('eval:', [''])[0].lower() == 'false': return True
         if skip & d.keys():
             cell.outputs, cell.execution_count = [], None  # a skipped cell keeps no stale output
@@ -35,9 +34,6 @@ def run_nb(fn: Path, flags: set) -> float:
     t0, sh = time.time(), CaptureShell(fn)
     with working_directory(fn.parent):
         sh.run_all(nb, exc_stop=True, preproc=no_eval)
-    for c in nb.cells:  # drop nbdev's processing attributes before saving
-        for k in ('directives_', 'idx_'): c.pop(k, None)
-    nb.pop('frontmatter_', None)
     write_nb(nb, fn)
     return time.time() - t0
 
