@@ -11,7 +11,7 @@ __all__ = ['PICKLE_SUFFIXES', 'UNET', 'VAE', 'CLIP_HF', 'OPEN_CLIP', 'NOT_SUPPOR
            'check_state_dict', 'build', 'from_original', 'load_single_file', 'unet_pairs', 'vae_pairs', 'rename',
            'load_pretrained', 'save_pretrained']
 
-# %% ../nbs/09_weight_loading.ipynb #4845d78b
+# %% ../nbs/09_weight_loading.ipynb #3d2f476f
 import json, os, pickle, re, tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -24,7 +24,7 @@ from .vae import AutoencoderKL, VAEConfig, rename_vae_keys
 from .clip import TextEncoder, CLIPConfig, Tokenizer, BOS, EOS
 from .schedulers import ScheduleConfig
 
-# %% ../nbs/09_weight_loading.ipynb #eba0a595
+# %% ../nbs/09_weight_loading.ipynb #e39503f2
 class CheckpointError(ValueError):
     "A checkpoint that cannot be loaded as asked; the message names the file and what does not fit."
 
@@ -33,7 +33,7 @@ def _few(names, n: int = 4) -> str:
     names = sorted(names)
     return ', '.join(names[:n]) + (f', … ({len(names)} in all)' if len(names) > n else '')
 
-# %% ../nbs/09_weight_loading.ipynb #80588860
+# %% ../nbs/09_weight_loading.ipynb #228d160d
 PICKLE_SUFFIXES = ('.ckpt', '.pt', '.pth', '.bin')
 
 def read_state_dict(
@@ -55,7 +55,7 @@ def read_state_dict(
     if not tensors: raise CheckpointError(f"{path}: holds no dict of tensors (found {type(sd).__name__})")
     return tensors
 
-# %% ../nbs/09_weight_loading.ipynb #ba54799a
+# %% ../nbs/09_weight_loading.ipynb #373f0413
 def _torch_load(path: Path, unsafe_pickle: bool):
     "torch.load, memory-mapped when the file is in the zip format, with errors that say what to do."
     try:
@@ -70,7 +70,7 @@ def _torch_load(path: Path, unsafe_pickle: bool):
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read this pickle (truncated or corrupt?): {str(e).splitlines()[0]}") from None
 
-# %% ../nbs/09_weight_loading.ipynb #30a334af
+# %% ../nbs/09_weight_loading.ipynb #1a6d99cd
 UNET, VAE, CLIP_HF, OPEN_CLIP = 'model.diffusion_model.', 'first_stage_model.', 'cond_stage_model.transformer.text_model.', 'cond_stage_model.model.'
 NOT_SUPPORTED = {'conditioner.embedders.': 'an SDXL', 'model.diffusion_model.joint_blocks.': 'an SD 3',
                  'model.diffusion_model.double_blocks.': 'a Flux', 'model.diffusion_model.label_emb.': 'a class-conditioned (SD 2 upscaler / unCLIP)'}
@@ -88,7 +88,7 @@ def detect_family(
     raise CheckpointError(f"{where}: not an SD 1.x/2.x single file: expected keys under {UNET}, {VAE} and {CLIP_HF} (SD 1) "
                           f"or {OPEN_CLIP} (SD 2); found {len(sd)} keys: {_few(sd)}")
 
-# %% ../nbs/09_weight_loading.ipynb #40339526
+# %% ../nbs/09_weight_loading.ipynb #e9712167
 def ema_key(k: str) -> str:
     "LDM's name for the EMA copy of the parameter `k` ('model.…'): 'model_ema.' + the rest without dots."
     return 'model_ema.' + k[len('model.'):].replace('.', '')
@@ -103,7 +103,7 @@ def unet_state_dict(sd: dict, ema: bool, where: str) -> tuple:  # (UNet state di
         return {k[len(UNET):]: sd[ema_key(k)] for k in keys}, 'EMA weights (model_ema.*)'
     return {k[len(UNET):]: sd[k] for k in keys}, ('raw weights (EMA ignored: ema=False)' if has_ema else 'the only weights it has')
 
-# %% ../nbs/09_weight_loading.ipynb #d5a40e22
+# %% ../nbs/09_weight_loading.ipynb #23f3efa2
 OPEN_CLIP_RENAMES = {'transformer.resblocks.': 'encoder.layers.', '.ln_1.': '.layer_norm1.', '.ln_2.': '.layer_norm2.',
                      '.attn.out_proj.': '.self_attn.out_proj.', '.mlp.c_fc.': '.mlp.fc1.', '.mlp.c_proj.': '.mlp.fc2.',
                      'token_embedding.': 'embeddings.token_embedding.', 'ln_final.': 'final_layer_norm.'}
@@ -124,7 +124,7 @@ def open_clip_to_hf(
         else: out[new] = v
     return out, unused
 
-# %% ../nbs/09_weight_loading.ipynb #58271fde
+# %% ../nbs/09_weight_loading.ipynb #5b269682
 def _count(sd: dict, prefix: str) -> int:
     "How many numbered children `prefix{i}.` the keys of `sd` have."
     return len({k[len(prefix):].split('.')[0] for k in sd if k.startswith(prefix)})
@@ -144,7 +144,7 @@ def unet_config_from(sd: dict, family: str) -> UNetConfig:  # sd: UNet tensors, 
         attention_levels=tuple(i for i, l in enumerate(levels) if l[0][1]), context_dim=sd[f'{attn}.transformer_blocks.0.attn2.to_k.weight'].shape[1],
         use_linear=sd[f'{attn}.proj_in.weight'].ndim == 2, transformer_depth=_count(sd, f'{attn}.transformer_blocks.'), **heads)
 
-# %% ../nbs/09_weight_loading.ipynb #f447fd57
+# %% ../nbs/09_weight_loading.ipynb #4a95d960
 def vae_config_from(sd: dict) -> VAEConfig:  # sd: VAE tensors, original names without prefix
     "The VAEConfig whose tensors have the shapes in `sd`."
     ch, c_in = sd['encoder.conv_in.weight'].shape[:2]
@@ -158,7 +158,7 @@ def clip_config_from(sd: dict, family: str) -> CLIPConfig:  # sd: text-encoder t
     return CLIPConfig(vocab_size=vocab, max_length=sd['embeddings.position_embedding.weight'].shape[0], width=width, heads=max(width // 64, 1),
         layers=_count(sd, 'encoder.layers.'), mlp_width=sd['encoder.layers.0.mlp.fc1.weight'].shape[0], act='quick_gelu' if family == 'sd1' else 'gelu')
 
-# %% ../nbs/09_weight_loading.ipynb #73b316be
+# %% ../nbs/09_weight_loading.ipynb #bfe0c683
 SD_UNET_FIXED = dict(addition_embed_type=None, class_embed_type=None, encoder_hid_dim=None, time_embedding_type='positional', flip_sin_to_cos=True,
                      freq_shift=0, act_fn='silu', norm_num_groups=32, resnet_time_scale_shift='default', mid_block_type='UNetMidBlock2DCrossAttn', only_cross_attention=False)
 SD_VAE_FIXED = dict(act_fn='silu', norm_num_groups=32, use_quant_conv=True, use_post_quant_conv=True, mid_block_add_attention=True)
@@ -174,7 +174,7 @@ def _same(xs: list, what: str):
     if len(set(xs)) != 1: raise CheckpointError(f"unet/config.json: {what} varies between levels ({xs}): not supported yet")
     return xs[0]
 
-# %% ../nbs/09_weight_loading.ipynb #4f24edac
+# %% ../nbs/09_weight_loading.ipynb #10ec5e81
 def unet_config_from_diffusers(d: dict) -> UNetConfig:
     "Our UNetConfig from a diffusers `unet/config.json`."
     _check_fixed(d, SD_UNET_FIXED, 'unet/config.json')
@@ -197,7 +197,7 @@ def unet_config_to_diffusers(c: UNetConfig) -> dict:
         attention_head_dim=c.num_heads or [x // c.num_head_channels for x in ch], use_linear_projection=c.use_linear,
         transformer_layers_per_block=c.transformer_depth)
 
-# %% ../nbs/09_weight_loading.ipynb #f1c96ff7
+# %% ../nbs/09_weight_loading.ipynb #b1732d10
 def vae_config_from_diffusers(d: dict) -> VAEConfig:
     "Our VAEConfig from a diffusers `vae/config.json`."
     _check_fixed(d, SD_VAE_FIXED, 'vae/config.json')
@@ -221,7 +221,7 @@ def clip_config_to_hf(c: CLIPConfig) -> dict:
     return dict(vocab_size=c.vocab_size, max_position_embeddings=c.max_length, hidden_size=c.width, num_attention_heads=c.heads, num_hidden_layers=c.layers,
                 intermediate_size=c.mlp_width, hidden_act=c.act, layer_norm_eps=c.eps, bos_token_id=49406, eos_token_id=49407)
 
-# %% ../nbs/09_weight_loading.ipynb #bb76675f
+# %% ../nbs/09_weight_loading.ipynb #04ddd08e
 def check_state_dict(
     want: dict,  # name -> tensor (any device) the model expects
     got: dict,  # name -> tensor from the file
@@ -238,7 +238,7 @@ def _fit(v: torch.Tensor, shape) -> torch.Tensor:
     s, t = tuple(v.shape), tuple(shape)
     return v.reshape(t) if s + (1, 1) == t or s == t + (1, 1) else v
 
-# %% ../nbs/09_weight_loading.ipynb #919b608d
+# %% ../nbs/09_weight_loading.ipynb #7828acba
 def build(
     make,  # () -> nn.Module, e.g. `lambda: UNet(cfg)`
     sd: dict,  # The module's tensors, our names
@@ -255,7 +255,7 @@ def build(
     if torch.device(device).type != 'meta' and any(t.is_meta for t in model.buffers()): raise RuntimeError(f"build: {where}: a buffer was not in the state dict")
     return model.eval()
 
-# %% ../nbs/09_weight_loading.ipynb #67a703ca
+# %% ../nbs/09_weight_loading.ipynb #9814fffa
 def from_original(
     sd: dict,  # An original single file's tensors
     where: str = 'state dict',  # The file's name, for messages
@@ -286,7 +286,7 @@ def from_original(
 def _schedule(cfg: ScheduleConfig, prediction_type) -> ScheduleConfig:
     return replace(cfg, prediction_type=prediction_type) if prediction_type else cfg
 
-# %% ../nbs/09_weight_loading.ipynb #cf14e35b
+# %% ../nbs/09_weight_loading.ipynb #3e8ed5e5
 def load_single_file(
     path,  # An original checkpoint: `.safetensors` or `.ckpt`
     device='cpu',  # Where the weights go
@@ -301,7 +301,7 @@ def load_single_file(
     if verbose: print(report)
     return comps
 
-# %% ../nbs/09_weight_loading.ipynb #e1201735
+# %% ../nbs/09_weight_loading.ipynb #011bf970
 RESNET_DIFFUSERS = {'norm1': 'in_layers.0', 'conv1': 'in_layers.2', 'time_emb_proj': 'emb_layers.1',
                     'norm2': 'out_layers.0', 'conv2': 'out_layers.3', 'conv_shortcut': 'skip_connection'}
 
@@ -328,7 +328,7 @@ def unet_pairs(c: UNetConfig) -> list:
         if level > 0: P.append((f'up_blocks.{i}.upsamplers.0.conv.', f'output_blocks.{n - 1}.{2 if attn else 1}.conv.'))
     return P
 
-# %% ../nbs/09_weight_loading.ipynb #07baedd6
+# %% ../nbs/09_weight_loading.ipynb #743136b0
 VAE_ATTN_DIFFUSERS = {'query': 'q', 'key': 'k', 'value': 'v', 'proj_attn': 'proj_out',  # diffusers < 0.14 (first, so saving uses the new names)
                       'group_norm': 'norm', 'to_q': 'q', 'to_k': 'k', 'to_v': 'v', 'to_out.0': 'proj_out'}
 
@@ -348,7 +348,7 @@ def vae_pairs(c: VAEConfig) -> list:
         P += [(f'{p}.mid_block.attentions.0.{a}.', f'{p}.mid.attn_1.{b}.') for a, b in VAE_ATTN_DIFFUSERS.items()]
     return P
 
-# %% ../nbs/09_weight_loading.ipynb #d806eef4
+# %% ../nbs/09_weight_loading.ipynb #fa92045e
 def rename(
     sd: dict,  # A state dict
     pairs: list,  # (diffusers prefix, original prefix) pairs, from `unet_pairs` or `vae_pairs`
@@ -364,7 +364,7 @@ def rename(
         out[k] = v
     return out
 
-# %% ../nbs/09_weight_loading.ipynb #3f70e096
+# %% ../nbs/09_weight_loading.ipynb #f5054b30
 WEIGHT_STEMS = {'unet': ('diffusion_pytorch_model',), 'vae': ('diffusion_pytorch_model',), 'text_encoder': ('model', 'pytorch_model')}
 
 def _weights(folder: Path, stems: tuple, variant) -> Path:
@@ -391,7 +391,7 @@ def _download(repo_id: str, variant) -> Path:
     return Path(snapshot_download(repo_id, allow_patterns=['model_index.json', '*/config.json', 'scheduler/scheduler_config.json', 'tokenizer/*',
         f'unet/diffusion_pytorch_model{v}.safetensors', f'vae/diffusion_pytorch_model{v}.safetensors', f'text_encoder/model{v}.safetensors']))
 
-# %% ../nbs/09_weight_loading.ipynb #d56181c4
+# %% ../nbs/09_weight_loading.ipynb #8906497e
 def load_pretrained(
     folder_or_repo_id,  # A diffusers-layout folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/), or a hub repo id
     device='cpu',  # Where the weights go
@@ -421,7 +421,7 @@ def load_pretrained(
     if verbose: print(f"{root.name}: " + ', '.join(f'{c} from {p.name}' for c, p in f.items()) + f"; prediction_type={comps['scheduler_config'].prediction_type!r}")
     return comps
 
-# %% ../nbs/09_weight_loading.ipynb #b25ec413
+# %% ../nbs/09_weight_loading.ipynb #c55dc664
 def _atomic(path: Path, write):
     "Call `write(tmp_name)`, then rename it to `path` (never overwrites a file in place)."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -437,7 +437,7 @@ def _own(sd: dict) -> dict:
     shared = {p for p in ptrs if ptrs.count(p) > 1}
     return {k: (v.clone() if p in shared else v).contiguous() for (k, v), p in zip(sd.items(), ptrs)}
 
-# %% ../nbs/09_weight_loading.ipynb #a6997b26
+# %% ../nbs/09_weight_loading.ipynb #c96d8d32
 def save_pretrained(
     components: dict,  # {'unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler_config'}, as the loaders return
     folder,  # Where to write the diffusers layout (created if needed)
