@@ -6,7 +6,8 @@
 Time: both models live in ONE process and share the very same weight tensors (diffusers' model is built on the meta
 device and given our tensors through diffusers' own `convert_ldm_unet_checkpoint`). They run alternately, A B then
 B A, so that drift in machine load hits both equally; we report the median of each and the median of the per-pair
-ratios ours/diffusers. Their outputs are compared too, so we know both computed the same thing.
+ratios ours/diffusers, for wall-clock time and for the process's CPU time (user + system, all threads: on a machine
+shared with other jobs it is less sensitive than wall time to our threads being descheduled). Their outputs are compared too, so we know both computed the same thing.
 
 Memory: each model runs in its OWN fresh subprocess (weights of the same size, random init), so neither sees the
 other's allocations or allocator caches. On CPU we reset the kernel's resident-set high-water mark
@@ -58,6 +59,7 @@ def inputs(a, cfg):
     ctx = torch.randn(a.batch, 77, cfg.context_dim, generator=g)
     t = torch.full((a.batch,), 500.0)
     dt = getattr(torch, a.dtype)
+    if a.channels_last: x = x.contiguous(memory_format=torch.channels_last)
     return x.to(a.device, dt), t.to(a.device), ctx.to(a.device, dt)
 
 
@@ -104,15 +106,16 @@ def timing(a):
     theirs = diffusers_sharing(ours)
     fs = {'ours': runner('ours', ours, a), 'diffusers': runner('diffusers', theirs, a)}
     x, t, c = inputs(a, cfg)
-    times = {'ours': [], 'diffusers': []}
+    wall, cpu = {'ours': [], 'diffusers': []}, {'ours': [], 'diffusers': []}
     with torch.inference_mode():
         out = {k: f(x, t, c) for k, f in fs.items()}  # warm-up, and the outputs must agree
         err = (out['ours'].float() - out['diffusers'].float()).abs().max().item()
         for i in range(a.reps):
             for k in (('ours', 'diffusers') if i % 2 == 0 else ('diffusers', 'ours')):
-                sync(a.device); t0 = time.perf_counter(); fs[k](x, t, c); sync(a.device)
-                times[k].append(time.perf_counter() - t0)
-    return times, err
+                sync(a.device); t0, c0 = time.perf_counter(), time.process_time()
+                fs[k](x, t, c); sync(a.device)
+                wall[k].append(time.perf_counter() - t0); cpu[k].append(time.process_time() - c0)
+    return wall, cpu, err
 
 
 def main():
@@ -121,7 +124,7 @@ def main():
     p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--size', type=int, default=32, help='latent height and width (32 = a 256-pixel image)')
-    p.add_argument('--reps', type=int, default=6, help='timed runs of each model (alternating)')
+    p.add_argument('--reps', type=int, default=8, help='timed runs of each model (alternating)')
     p.add_argument('--mem-reps', type=int, default=1, help='forwards after the warm-up in each memory process')
     p.add_argument('--channels-last', action='store_true', help='run BOTH models in channels-last memory format')
     p.add_argument('--skip-memory', action='store_true')
@@ -133,14 +136,15 @@ def main():
     print(f'{time.strftime("%Y-%m-%d %H:%M %Z")} | torch {torch.__version__} | device {a.device} | {a.dtype} | '
           f'batch {a.batch}, latent {a.size}x{a.size} | threads {torch.get_num_threads()} of {os.cpu_count()} CPUs | '
           f'load avg {load0[0]:.1f}' + (' | channels-last' if a.channels_last else ''))
-    times, err = timing(a)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    ratios = [o / d for o, d in zip(times['ours'], times['diffusers'])]
+    wall, cpu, err = timing(a)
     print(f'outputs agree: max-abs difference {err:.2e}')
-    for k, v in times.items():
-        print(f'{k:>9}: median {med[k]:.3f} s  (min {min(v):.3f}, max {max(v):.3f}, {len(v)} runs)')
-    print(f'time ratio ours/diffusers: {med["ours"] / med["diffusers"]:.3f} (ratio of medians), '
-          f'{statistics.median(ratios):.3f} (median of per-pair ratios)')
+    for what, times in (('wall', wall), ('CPU', cpu)):
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratios = [o / d for o, d in zip(times['ours'], times['diffusers'])]
+        for k, v in times.items():
+            print(f'{k:>9}: {what:>4} time median {med[k]:.3f} s  (min {min(v):.3f}, max {max(v):.3f}, {len(v)} runs)')
+        print(f'{what:>4} time ratio ours/diffusers: {med["ours"] / med["diffusers"]:.3f} (ratio of medians), '
+              f'{statistics.median(ratios):.3f} (median of per-pair ratios)')
     if not a.skip_memory:
         args = [a for a in sys.argv[1:]]
         for which in ('ours', 'diffusers'):

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['timestep_embedding', 'UNetConfig', 'TimestepSequential', 'res_attn', 'UNet']
 
-# %% ../nbs/06_unet.ipynb #5560ad19
+# %% ../nbs/06_unet.ipynb #8e08b3e7
 import math, torch
 from dataclasses import dataclass
 from torch import nn
@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .resnet import ResnetBlock, Downsample, Upsample
 from .attention import SpatialTransformer
 
-# %% ../nbs/06_unet.ipynb #aeb15860
+# %% ../nbs/06_unet.ipynb #0a8ce55e
 def timestep_embedding(
     t: torch.Tensor,  # (B,) timesteps, integer or fractional
     dim: int,  # Embedding width d
@@ -26,7 +26,7 @@ def timestep_embedding(
     args = t.float()[:, None] * freqs[None]  # (B, 1) * (1, h) -> (B, h)
     return F.pad(torch.cat([torch.cos(args), torch.sin(args)], dim=-1), (0, dim % 2))  # odd dim: pad one zero
 
-# %% ../nbs/06_unet.ipynb #c8bc0c0a
+# %% ../nbs/06_unet.ipynb #bc2fb3b3
 @dataclass
 class UNetConfig:
     "The UNet's shape. Presets: `sd_v1()`, `sd_v2()`, `tiny()`."
@@ -61,7 +61,7 @@ class UNetConfig:
     @classmethod
     def tiny(cls): return cls(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,), num_heads=2, context_dim=32)
 
-# %% ../nbs/06_unet.ipynb #e6887e5b
+# %% ../nbs/06_unet.ipynb #75d3d726
 class TimestepSequential(nn.Sequential):
     "A Sequential that gives ResnetBlocks the time embedding and SpatialTransformers the context."
     def forward(self, x, temb, context):  # x (B, C, H, W), temb (B, 4·model_channels), context (B, M, context_dim)
@@ -71,14 +71,14 @@ class TimestepSequential(nn.Sequential):
             else: x = layer(x)
         return x
 
-# %% ../nbs/06_unet.ipynb #e624e199
+# %% ../nbs/06_unet.ipynb #63401178
 def res_attn(cfg: UNetConfig, cin: int, cout: int, attn: bool) -> list:
     "A ResnetBlock from `cin` to `cout` channels, followed by a SpatialTransformer when `attn`."
     layers = [ResnetBlock(cin, cout, 4 * cfg.model_channels, cfg.dropout)]
     if attn: layers.append(SpatialTransformer(cout, *cfg.heads(cout), cfg.transformer_depth, cfg.context_dim, cfg.use_linear, cfg.dropout))
     return layers
 
-# %% ../nbs/06_unet.ipynb #17ae12ad
+# %% ../nbs/06_unet.ipynb #e6712f52
 class UNet(nn.Module):
     "Stable Diffusion's UNet: (x_t, t, context) -> eps (or v), with the original `model.diffusion_model.*` names."
     def __init__(self, cfg: UNetConfig):
@@ -103,7 +103,21 @@ class UNet(nn.Module):
                 self.output_blocks.append(TimestepSequential(*layers))
         self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
-# %% ../nbs/06_unet.ipynb #3ef1b8bf
+# %% ../nbs/06_unet.ipynb #4b11bc5f
+@patch
+def _check_inputs(self: UNet, x, t, context):
+    "Raise a ValueError naming the argument whose shape `forward` cannot use."
+    c, f = self.cfg, 2 ** (len(self.cfg.channel_mult) - 1)
+    if x.ndim != 4 or x.shape[1] != c.in_channels:
+        raise ValueError(f"UNet: x must be (B, in_channels={c.in_channels}, H, W), got shape {tuple(x.shape)}")
+    if x.shape[2] % f or x.shape[3] % f:
+        raise ValueError(f"UNet: x's height and width must be multiples of {f} (one halving per level), got {tuple(x.shape[2:])}")
+    if t.ndim > 1 or t.numel() not in (1, x.shape[0]):
+        raise ValueError(f"UNet: t must be a number or a (B,) = ({x.shape[0]},) tensor, got shape {tuple(t.shape)}")
+    if context.ndim != 3 or context.shape[-1] != c.context_dim:
+        raise ValueError(f"UNet: context must be (B, M, context_dim={c.context_dim}), got shape {tuple(context.shape)}")
+
+# %% ../nbs/06_unet.ipynb #ced95f3d
 @patch
 def forward(self: UNet,
             x: torch.Tensor,  # (B, in_channels, H, W) noisy latents; H, W multiples of 2**(levels-1)
@@ -111,24 +125,15 @@ def forward(self: UNet,
             context: torch.Tensor,  # (B, M, context_dim) text encoder output
            ) -> torch.Tensor:  # (B, out_channels, H, W)
     "Predict eps (or v) for the noisy latents `x` at timestep `t`, conditioned on `context`."
-    self._check_inputs(x, context)
-    t = torch.as_tensor(t, device=x.device).expand(x.shape[0])  # scalar -> (B,)
+    t = torch.as_tensor(t, device=x.device)
+    self._check_inputs(x, t, context)
+    t = t.expand(x.shape[0])  # a number -> (B,)
     temb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(x.dtype))  # (B, 4·model_channels)
     skips, h = [], x
     for block in self.input_blocks:
         h = block(h, temb, context); skips.append(h)
     h = self.middle_block(h, temb, context)
     for block in self.output_blocks:
-        h = block(torch.cat([h, skips.pop()], dim=1), temb, context)  # (B, C, H, W) ++ (B, C_skip, H, W) on channels
+        h = torch.cat([h, skips.pop()], dim=1)  # (B, C, H, W) ++ (B, C_skip, H, W) -> (B, C + C_skip, H, W)
+        h = block(h, temb, context)  # (two statements, so the uncatenated h is freed before the block runs)
     return self.out(h)
-
-# %% ../nbs/06_unet.ipynb #8ba24146
-@patch
-def _check_inputs(self: UNet, x, context):
-    c, f = self.cfg, 2 ** (len(self.cfg.channel_mult) - 1)
-    if x.ndim != 4 or x.shape[1] != c.in_channels:
-        raise ValueError(f"UNet: x must be (B, in_channels={c.in_channels}, H, W), got shape {tuple(x.shape)}")
-    if x.shape[2] % f or x.shape[3] % f:
-        raise ValueError(f"UNet: x's height and width must be multiples of {f} (one halving per level), got {tuple(x.shape[2:])}")
-    if context.ndim != 3 or context.shape[-1] != c.context_dim:
-        raise ValueError(f"UNet: context must be (B, M, context_dim={c.context_dim}), got shape {tuple(context.shape)}")
