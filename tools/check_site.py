@@ -8,7 +8,7 @@ Prints one line per check and, last, `site: N passed, N failed`; exits 1 if any 
 """
 import argparse, functools, http.server, sys, threading, urllib.error, urllib.request
 from pathlib import Path
-from urllib.parse import urljoin, urldefrag, urlparse
+from urllib.parse import unquote, urldefrag, urlparse
 
 from playwright.sync_api import sync_playwright
 
@@ -78,7 +78,7 @@ def main():
             if not target.exists(): bad.append(href); continue
             if frag and path.endswith('.html'):
                 ids = facts[path]['ids'] if path in facts else None
-                if ids is not None and frag not in ids: bad.append(href)
+                if ids is not None and unquote(frag) not in ids: bad.append(href)
         check(not bad, f"{name}: internal links ({sum(h.startswith(base) for h in f['links'])})"
               + (f" — broken: {bad[:5]} ({len(bad)} in all)" if bad else ''))
     n_ok = sum(results)
