@@ -56,7 +56,7 @@ def diffusers_sharing(unet: UNet):
 def inputs(a, cfg):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(a.batch, cfg.in_channels, a.size, a.size, generator=g)
-    ctx = torch.randn(a.batch, 77, cfg.context_dim, generator=g)
+    ctx = torch.randn(a.batch, 77, cfg.context_dim, generator=g)  # SD's 77 text tokens
     t = torch.full((a.batch,), 500.0)
     dt = getattr(torch, a.dtype)
     if a.channels_last: x = x.contiguous(memory_format=torch.channels_last)
@@ -83,7 +83,7 @@ def memory_child(which: str, a):
     "Runs in its own process: build one model, then measure the peak memory of running it."
     from diffusers import UNet2DConditionModel  # imported by both children, so both carry the same library overhead
     torch.manual_seed(0)
-    cfg, dt = UNetConfig.sd_v1(), getattr(torch, a.dtype)
+    cfg, dt = getattr(UNetConfig, a.preset)(), getattr(torch, a.dtype)
     model = UNet(cfg) if which == 'ours' else UNet2DConditionModel(**diffusers_config(cfg))
     model = model.eval().to(a.device, dt)
     f, (x, t, c) = runner(which, model, a), inputs(a, cfg)
@@ -101,7 +101,7 @@ def memory_child(which: str, a):
 
 def timing(a):
     torch.manual_seed(0)
-    cfg, dt = UNetConfig.sd_v1(), getattr(torch, a.dtype)
+    cfg, dt = getattr(UNetConfig, a.preset)(), getattr(torch, a.dtype)
     ours = UNet(cfg).eval().to(a.device, dt)
     theirs = diffusers_sharing(ours)
     fs = {'ours': runner('ours', ours, a), 'diffusers': runner('diffusers', theirs, a)}
@@ -122,6 +122,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cpu')
     p.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
+    p.add_argument('--preset', default='sd_v1', choices=['sd_v1', 'sd_v2', 'tiny'], help='UNetConfig preset (tiny: a smoke test)')
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--size', type=int, default=32, help='latent height and width (32 = a 256-pixel image)')
     p.add_argument('--reps', type=int, default=8, help='timed runs of each model (alternating)')
@@ -133,7 +134,7 @@ def main():
     if a.memory_child: return memory_child(a.memory_child, a)
 
     load0 = os.getloadavg()
-    print(f'{time.strftime("%Y-%m-%d %H:%M %Z")} | torch {torch.__version__} | device {a.device} | {a.dtype} | '
+    print(f'{time.strftime("%Y-%m-%d %H:%M %Z")} | torch {torch.__version__} | UNet {a.preset} | device {a.device} | {a.dtype} | '
           f'batch {a.batch}, latent {a.size}x{a.size} | threads {torch.get_num_threads()} of {os.cpu_count()} CPUs | '
           f'load avg {load0[0]:.1f}' + (' | channels-last' if a.channels_last else ''))
     wall, cpu, err = timing(a)
