@@ -3,7 +3,7 @@
     python tools/check_site.py [_docs] [--screenshots DIR]
 
 A page fails if it is missing (every notebook in nbs/ must have one), if a chapter page has no content (a heading,
-prose and at least one code cell), if an image on it does not load, or if an internal link or anchor is broken.
+prose and at least one code cell), if an image on it does not load, if TeX is left unrendered in its prose, or if an internal link or anchor is broken.
 Prints one line per check and, last, `site: N passed, N failed`; exits 1 if any check failed.
 """
 import argparse, functools, http.server, sys, threading, urllib.error, urllib.request
@@ -15,13 +15,14 @@ from playwright.sync_api import sync_playwright
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
          '--disable-sync', '--no-first-run']
 
-PAGE_FACTS = """() => ({
+PAGE_FACTS = r"""() => ({
   h1: (document.querySelector('main h1, h1.title, h1') || {}).textContent || '',
   text: (document.querySelector('main') || document.body).innerText.length,
   code: document.querySelectorAll('main div.sourceCode, main pre code').length,
   broken_imgs: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src')),
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
   ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
+  raw_tex: Array.from(document.querySelectorAll('main p, main li, main td')).filter(e => /\\\(|\\\[|\$\$/.test(e.innerText)).map(e => e.innerText.slice(0, 60)),
 })"""
 
 
@@ -62,6 +63,7 @@ def main():
                   f"{name}: content ({f['text']} characters, {f['code']} code blocks, title {f['h1'].strip()[:40]!r})")
             check(not f['broken_imgs'], f"{name}: {len(page.query_selector_all('img'))} images load"
                   + (f" — broken: {f['broken_imgs'][:5]}" if f['broken_imgs'] else ''))
+            check(not f['raw_tex'], f"{name}: maths rendered" + (f" — raw TeX left in: {f['raw_tex'][:3]}" if f['raw_tex'] else ''))
             if a.screenshots:
                 a.screenshots.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(a.screenshots/f'{Path(name).stem}.png'), full_page=False)
