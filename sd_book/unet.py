@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['timestep_embedding', 'UNetConfig', 'TimestepSequential', 'res_attn', 'UNet']
 
-# %% ../nbs/06_unet.ipynb #8e08b3e7
+# %% ../nbs/06_unet.ipynb #a8fec897
 import math, torch
 from dataclasses import dataclass
 from torch import nn
@@ -14,7 +14,7 @@ from fastcore.basics import patch
 from .resnet import ResnetBlock, Downsample, Upsample
 from .attention import SpatialTransformer
 
-# %% ../nbs/06_unet.ipynb #0a8ce55e
+# %% ../nbs/06_unet.ipynb #60058ee6
 def timestep_embedding(
     t: torch.Tensor,  # (B,) timesteps, integer or fractional
     dim: int,  # Embedding width d
@@ -26,7 +26,7 @@ def timestep_embedding(
     args = t.float()[:, None] * freqs[None]  # (B, 1) * (1, h) -> (B, h)
     return F.pad(torch.cat([torch.cos(args), torch.sin(args)], dim=-1), (0, dim % 2))  # odd dim: pad one zero
 
-# %% ../nbs/06_unet.ipynb #bc2fb3b3
+# %% ../nbs/06_unet.ipynb #c2613b38
 @dataclass
 class UNetConfig:
     "The UNet's shape. Presets: `sd_v1()`, `sd_v2()`, `tiny()`."
@@ -61,7 +61,7 @@ class UNetConfig:
     @classmethod
     def tiny(cls): return cls(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,), num_heads=2, context_dim=32)
 
-# %% ../nbs/06_unet.ipynb #75d3d726
+# %% ../nbs/06_unet.ipynb #986c2512
 class TimestepSequential(nn.Sequential):
     "A Sequential that gives ResnetBlocks the time embedding and SpatialTransformers the context."
     def forward(self, x, temb, context):  # x (B, C, H, W), temb (B, 4·model_channels), context (B, M, context_dim)
@@ -71,14 +71,14 @@ class TimestepSequential(nn.Sequential):
             else: x = layer(x)
         return x
 
-# %% ../nbs/06_unet.ipynb #63401178
+# %% ../nbs/06_unet.ipynb #094f2ac7
 def res_attn(cfg: UNetConfig, cin: int, cout: int, attn: bool) -> list:
     "A ResnetBlock from `cin` to `cout` channels, followed by a SpatialTransformer when `attn`."
     layers = [ResnetBlock(cin, cout, 4 * cfg.model_channels, cfg.dropout)]
     if attn: layers.append(SpatialTransformer(cout, *cfg.heads(cout), cfg.transformer_depth, cfg.context_dim, cfg.use_linear, cfg.dropout))
     return layers
 
-# %% ../nbs/06_unet.ipynb #e6712f52
+# %% ../nbs/06_unet.ipynb #ba6ff0f6
 class UNet(nn.Module):
     "Stable Diffusion's UNet: (x_t, t, context) -> eps (or v), with the original `model.diffusion_model.*` names."
     def __init__(self, cfg: UNetConfig):
@@ -103,7 +103,7 @@ class UNet(nn.Module):
                 self.output_blocks.append(TimestepSequential(*layers))
         self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
-# %% ../nbs/06_unet.ipynb #4b11bc5f
+# %% ../nbs/06_unet.ipynb #4a40056b
 @patch
 def _check_inputs(self: UNet, x, t, context):
     "Raise a ValueError naming the argument whose shape `forward` cannot use."
@@ -117,7 +117,7 @@ def _check_inputs(self: UNet, x, t, context):
     if context.ndim != 3 or context.shape[-1] != c.context_dim:
         raise ValueError(f"UNet: context must be (B, M, context_dim={c.context_dim}), got shape {tuple(context.shape)}")
 
-# %% ../nbs/06_unet.ipynb #ced95f3d
+# %% ../nbs/06_unet.ipynb #65728499
 @patch
 def forward(self: UNet,
             x: torch.Tensor,  # (B, in_channels, H, W) noisy latents; H, W multiples of 2**(levels-1)
