@@ -131,7 +131,6 @@ def _randn(like: torch.Tensor, generator=None) -> torch.Tensor:
 class Sampler:
     "What every sampler shares: the schedule's tables, noising, and where image→image starts."
     supports_karras = False
-    order = 1  # model calls per step
 
     def __init__(self, cfg: ScheduleConfig | dict | None = None, karras: bool = False, eta: float = 0.0):
         self.cfg = ScheduleConfig.from_dict(cfg) if isinstance(cfg, dict) else (cfg or ScheduleConfig())
@@ -148,6 +147,9 @@ class Sampler:
         T = self.cfg.num_train_timesteps
         if not (isinstance(steps, (int, np.integer)) and 1 <= steps <= T): raise ValueError(f"steps must be an int in [1, {T}], got {steps!r}")
         self._set_timesteps(int(steps))
+
+    def _set_timesteps(self, steps):  # the spaced grid, rounded to integers (DDPM, DDIM)
+        self.timesteps = torch.from_numpy(spaced_timesteps(steps, self.cfg).round().astype(np.int64))
 
     def _alpha_bar_at(self, i):  # ᾱ after i steps; past the last step the data is clean
         return self.alpha_bar[self.timesteps[i]] if i < len(self.timesteps) else torch.tensor(1.0)
@@ -170,14 +172,11 @@ class Sampler:
         "Index of the first step for image→image with this strength (1: all steps, 0: none)."
         if not 0 <= strength <= 1: raise ValueError(f"strength must be in [0, 1], got {strength}")
         n = len(self.timesteps)
-        return max(n - min(int(n * strength), n), 0) * self.order
+        return n - min(int(n * strength), n)
 
 # %% ../nbs/07_schedulers.ipynb #0474c40b
 class DDPM(Sampler):
     "Ho et al. (2020): ancestral sampling of the posterior q(x_t' | x_t, x̂0), fresh noise every step."
-    def _set_timesteps(self, steps):
-        self.timesteps = torch.from_numpy(spaced_timesteps(steps, self.cfg).round().astype(np.int64))
-
     def step(self, model_output, i, x, generator=None):
         t = self.timesteps[i]
         ab_t, ab_prev = self.alpha_bar[t], self._alpha_bar_at(i + 1)
@@ -198,7 +197,7 @@ class DDIM(Sampler):
         self.final_alpha_bar = torch.tensor(1.0) if self.cfg.set_alpha_to_one else self.alpha_bar[0]
 
     def _set_timesteps(self, steps):
-        self.timesteps = torch.from_numpy(spaced_timesteps(steps, self.cfg).round().astype(np.int64))
+        super()._set_timesteps(steps)
         self.stride = self.cfg.num_train_timesteps // steps
 
     def step(self, model_output, i, x, generator=None):
