@@ -6,13 +6,13 @@
 __all__ = ['PICKLE_SUFFIXES', 'UNET', 'VAE', 'CLIP_HF', 'OPEN_CLIP', 'NOT_SUPPORTED', 'OPEN_CLIP_RENAMES', 'SD_UNET_FIXED',
            'SD_VAE_FIXED', 'RESNET_DIFFUSERS', 'VAE_ATTN_DIFFUSERS', 'WEIGHT_STEMS', 'CheckpointError',
            'read_state_dict', 'detect_family', 'ema_key', 'unet_state_dict', 'open_clip_to_hf', 'unet_config_from',
-           'vae_config_from', 'clip_config_from', 'unet_config_from_diffusers', 'unet_config_to_diffusers',
-           'vae_config_from_diffusers', 'vae_config_to_diffusers', 'clip_config_from_hf', 'clip_config_to_hf',
-           'check_state_dict', 'build', 'from_original', 'load_single_file', 'unet_pairs', 'vae_pairs', 'rename',
-           'load_pretrained', 'save_pretrained']
+           'vae_config_from', 'drop_position_ids', 'clip_config_from', 'unet_config_from_diffusers',
+           'unet_config_to_diffusers', 'vae_config_from_diffusers', 'vae_config_to_diffusers', 'clip_config_from_hf',
+           'clip_config_to_hf', 'check_state_dict', 'build', 'from_original', 'load_single_file', 'unet_pairs',
+           'vae_pairs', 'rename', 'load_pretrained', 'save_pretrained']
 
 # %% ../nbs/09_weight_loading.ipynb #3d2f476f
-import json, os, pickle, re, tempfile
+import functools, json, os, pickle, re, tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 import torch
@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from .unet import UNet, UNetConfig
 from .vae import AutoencoderKL, VAEConfig, rename_vae_keys
-from .clip import TextEncoder, CLIPConfig, Tokenizer, BOS, EOS
+from .clip import TextEncoder, CLIPConfig, Tokenizer, BOS, EOS, build_vocab, load_merges
 from .schedulers import ScheduleConfig
 
 # %% ../nbs/09_weight_loading.ipynb #e39503f2
@@ -152,6 +152,10 @@ def vae_config_from(sd: dict) -> VAEConfig:  # sd: VAE tensors, original names w
         ch_mult=tuple(sd[f'encoder.down.{i}.block.0.conv1.weight'].shape[0] // ch for i in range(_count(sd, 'encoder.down.'))),
         num_res_blocks=_count(sd, 'encoder.down.0.block.'), z_channels=sd['decoder.conv_in.weight'].shape[1])
 
+def drop_position_ids(sd: dict) -> dict:
+    "A text-encoder state dict without `embeddings.position_ids`, a constant buffer older transformers saved."
+    return {k: v for k, v in sd.items() if not k.endswith('position_ids')}
+
 def clip_config_from(sd: dict, family: str) -> CLIPConfig:  # sd: text-encoder tensors, our names
     "The CLIPConfig whose tensors have the shapes in `sd` (heads of 64 channels; SD 1's activation is quick-GELU, SD 2's GELU)."
     vocab, width = sd['embeddings.token_embedding.weight'].shape
@@ -216,10 +220,18 @@ def clip_config_from_hf(d: dict) -> CLIPConfig:
     return CLIPConfig(vocab_size=d['vocab_size'], max_length=d['max_position_embeddings'], width=d['hidden_size'], heads=d['num_attention_heads'],
                       layers=d['num_hidden_layers'], mlp_width=d['intermediate_size'], act=d.get('hidden_act', 'quick_gelu'), eps=d.get('layer_norm_eps', 1e-5))
 
+@functools.cache
+def _clip_vocab() -> dict: return build_vocab(load_merges())  # CLIP's token -> id, built once
+
+def _token_id(token: str) -> int:
+    "CLIP's id of `token` (BOS 49406, EOS 49407, SD 2's padding '!' 0)."
+    if token not in _clip_vocab(): raise CheckpointError(f"pad_token {token!r} is not a token of CLIP's vocabulary")
+    return _clip_vocab()[token]
+
 def clip_config_to_hf(c: CLIPConfig) -> dict:
     "A transformers `CLIPTextConfig` dict for the text encoder `c`."
     return dict(vocab_size=c.vocab_size, max_position_embeddings=c.max_length, hidden_size=c.width, num_attention_heads=c.heads, num_hidden_layers=c.layers,
-                intermediate_size=c.mlp_width, hidden_act=c.act, layer_norm_eps=c.eps, bos_token_id=49406, eos_token_id=49407)
+                intermediate_size=c.mlp_width, hidden_act=c.act, layer_norm_eps=c.eps, bos_token_id=_token_id(BOS), eos_token_id=_token_id(EOS))
 
 # %% ../nbs/09_weight_loading.ipynb #04ddd08e
 def check_state_dict(
@@ -252,7 +264,6 @@ def build(
     sd = {k: _fit(v, want[k].shape) if k in want else v for k, v in sd.items()}
     check_state_dict(want, sd, where)
     model.load_state_dict({k: v.to(device, dtype if dtype and v.is_floating_point() else v.dtype) for k, v in sd.items()}, assign=True)
-    if torch.device(device).type != 'meta' and any(t.is_meta for t in model.buffers()): raise RuntimeError(f"build: {where}: a buffer was not in the state dict")
     return model.eval()
 
 # %% ../nbs/09_weight_loading.ipynb #9814fffa
@@ -270,14 +281,13 @@ def from_original(
     vae_sd = {k[len(VAE):]: v for k, v in sd.items() if k.startswith(VAE)}
     if family == 'sd1': text_sd, unused = {k[len(CLIP_HF):]: v for k, v in sd.items() if k.startswith(CLIP_HF)}, []
     else: text_sd, unused = open_clip_to_hf({k[len(OPEN_CLIP):]: v for k, v in sd.items() if k.startswith(OPEN_CLIP)})
-    text_sd.pop('embeddings.position_ids', None)  # a constant buffer older transformers saved
     try: ucfg, vcfg, ccfg = unet_config_from(unet_sd, family), vae_config_from(vae_sd), clip_config_from(text_sd, family)
     except (KeyError, StopIteration) as e: raise CheckpointError(f"{where}: cannot read the architecture from the shapes, key {e} missing") from None
     if ucfg.context_dim != ccfg.width: raise CheckpointError(f"{where}: the UNet attends to {ucfg.context_dim}-d context but the text encoder gives {ccfg.width}-d")
     comps = dict(unet=build(lambda: UNet(ucfg), unet_sd, f'{where} (UNet)', device, dtype),
                  vae=build(lambda: AutoencoderKL(vcfg), rename_vae_keys(vae_sd, 'ours', prefix=''), f'{where} (VAE)', device, dtype),
-                 text_encoder=build(lambda: TextEncoder(ccfg), text_sd, f'{where} (text encoder)', device, dtype),
-                 tokenizer=Tokenizer(pad_id=49407 if family == 'sd1' else 0, max_length=ccfg.max_length),
+                 text_encoder=build(lambda: TextEncoder(ccfg), drop_position_ids(text_sd), f'{where} (text encoder)', device, dtype),
+                 tokenizer=Tokenizer(pad_id=_token_id(EOS if family == 'sd1' else '!'), max_length=ccfg.max_length),
                  scheduler_config=sched)
     ignored = [k for k in sd if not k.startswith((UNET, VAE, CLIP_HF, OPEN_CLIP, 'model_ema.'))] + [OPEN_CLIP + k for k in unused]
     return comps, (f"{where}: SD {family[-1]}.x, UNet from {which}, prediction_type={sched.prediction_type!r}; "
@@ -376,12 +386,12 @@ def _weights(folder: Path, stems: tuple, variant) -> Path:
     found = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     raise FileNotFoundError(f"{folder}: no {stems[0]}{v}.safetensors or .bin (variant={variant!r}); found: {_few(found) or 'nothing'}")
 
-def _pad_token(folder: Path) -> str:
-    "The padding token a tokenizer folder names (SD 1: '<|endoftext|>', SD 2: '!')."
+def _pad_id(folder: Path) -> int:
+    "The id of the padding token a tokenizer folder names (SD 1: '<|endoftext|>' 49407, SD 2: '!' 0)."
     for name in ('special_tokens_map.json', 'tokenizer_config.json'):
         if (f := folder / name).is_file() and (p := json.loads(f.read_text()).get('pad_token')):
-            return p['content'] if isinstance(p, dict) else p
-    return '<|endoftext|>'
+            return _token_id(p['content'] if isinstance(p, dict) else p)
+    return _token_id(EOS)
 
 def _download(repo_id: str, variant) -> Path:
     "Fetch from the Hugging Face hub only the files `load_pretrained` reads."
@@ -410,9 +420,8 @@ def load_pretrained(
     cfg = lambda p: json.loads((root / p).read_text())
     uc, vc, cc = unet_config_from_diffusers(cfg('unet/config.json')), vae_config_from_diffusers(cfg('vae/config.json')), clip_config_from_hf(cfg('text_encoder/config.json'))
     f = {c: _weights(root / c, stems, variant) for c, stems in WEIGHT_STEMS.items()}
-    text_sd = {k.removeprefix('text_model.'): v for k, v in read_state_dict(f['text_encoder']).items() if not k.endswith('position_ids')}
-    tok = Tokenizer(max_length=cc.max_length)
-    tok.pad_id = tok.vocab[_pad_token(root / 'tokenizer')]
+    text_sd = drop_position_ids({k.removeprefix('text_model.'): v for k, v in read_state_dict(f['text_encoder']).items()})
+    tok = Tokenizer(pad_id=_pad_id(root / 'tokenizer'), max_length=cc.max_length)  # the pad token is also matched in prompts
     sc = root / 'scheduler' / 'scheduler_config.json'
     comps = dict(unet=build(lambda: UNet(uc), rename(read_state_dict(f['unet']), unet_pairs(uc)), str(f['unet']), device, dtype),
                  vae=build(lambda: AutoencoderKL(vc), rename_vae_keys(rename(read_state_dict(f['vae']), vae_pairs(vc)), 'ours', prefix=''), str(f['vae']), device, dtype),
