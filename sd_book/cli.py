@@ -6,7 +6,7 @@
 __all__ = ['A1111_SAMPLERS', 'parameters_text', 'make_parser', 'main']
 
 # %% ../nbs/10_guidance.ipynb #5d03da63
-import argparse, random, sys, torch
+import argparse, random, re, torch
 from pathlib import Path
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
@@ -44,7 +44,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument('--strength', type=float, default=0.8, help='with --init: how much to repaint, 0..1 (default 0.8)')
     g.add_argument('--mask', help='with --init: inpainting mask, white = repaint')
     g.add_argument('-n', type=int, default=1, help='number of images (default 1)')
-    g.add_argument('--weights', help='a checkpoint (.safetensors / .ckpt, original layout) or a diffusers folder')
+    g.add_argument('--weights', help='a checkpoint (.safetensors / .ckpt, original layout), a diffusers folder, or a hub repo id owner/name')
     g.add_argument('--device', default=None, help='cuda, mps or cpu (default: the fastest present)')
     g.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     g.add_argument('-o', '--output', default='out.png', help='PNG path; with -n > 1, out-1.png, out-2.png, … follow')
@@ -59,7 +59,10 @@ def main(argv=None):
                 "(an original .safetensors/.ckpt file) or --weights path/to/folder (a diffusers folder with model_index.json)")
     if a.mask and not a.init: p.error("--mask needs --init (the image to inpaint)")
     from sd_book.pipeline import StableDiffusion
-    load = StableDiffusion.from_pretrained if Path(a.weights).is_dir() else StableDiffusion.from_single_file
+    from sd_book.loading import PICKLE_SUFFIXES
+    wp = Path(a.weights)
+    hub = not wp.exists() and wp.suffix not in ('.safetensors', *PICKLE_SUFFIXES) and re.fullmatch(r'[\w.-]+/[\w.-]+', a.weights)
+    load = StableDiffusion.from_pretrained if wp.is_dir() or hub else StableDiffusion.from_single_file
     pipe = load(a.weights).to(a.device or default_device(), getattr(torch, a.dtype))
     init = Image.open(a.init).convert('RGB') if a.init else None
     w, h = a.size or (init.size if init else (512, 512))
