@@ -14,6 +14,7 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
+from .attention import split_heads, merge_heads
 
 # %% ../nbs/05_clip.ipynb #3031998a
 def bytes_to_unicode() -> dict:
@@ -158,10 +159,9 @@ class CLIPAttention(nn.Module):
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(cfg.width, cfg.width) for _ in range(4))
 
     def forward(self, x):  # x: (B, T, C)
-        B, T, C = x.shape
-        q, k, v = (p(x).view(B, T, self.heads, -1).transpose(1, 2) for p in (self.q_proj, self.k_proj, self.v_proj))  # (B, T, C) -> (B, h, T, d)
+        q, k, v = (split_heads(p(x), self.heads) for p in (self.q_proj, self.k_proj, self.v_proj))  # (B, T, C) -> (B, h, T, d)
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.out_proj(o.transpose(1, 2).reshape(B, T, C))  # (B, h, T, d) -> (B, T, C)
+        return self.out_proj(merge_heads(o))  # (B, h, T, d) -> (B, T, C)
 
 # %% ../nbs/05_clip.ipynb #9a1a1e1b
 def quick_gelu(x): return x * torch.sigmoid(1.702 * x)  # OpenAI's sigmoid approximation of GELU
