@@ -15,6 +15,9 @@ other's allocations or allocator caches. On CPU we reset the kernel's resident-s
 resident memory while running, counted by the kernel, with no Python-level tracing to slow or distort anything.
 We print it absolute and minus the resident size before the first forward (= activations, workspaces, caches).
 On CUDA we use `torch.cuda.max_memory_allocated` the same way. Not a test: it prints numbers, it asserts nothing.
+
+Profile (`--profile`): after the timing, `torch.profiler` records `--profile-reps` forwards of each model; we print each
+one's share of self CPU time by kind of kernel (convolution, matmul, attention, the rest) and its top operators.
 """
 import argparse, json, os, statistics, subprocess, sys, time, warnings
 
@@ -118,6 +121,32 @@ def timing(a):
     return wall, cpu, err
 
 
+GROUPS = {'convolution': ('conv',), 'matmul (addmm/mm/bmm)': ('addmm', 'aten::mm', 'bmm'),
+          'attention (SDPA)': ('scaled_dot_product', 'flash_attention')}
+
+def profile(a):
+    "Self CPU time of each model's operators, grouped by kind (every op is counted once: self time, not total)."
+    from torch.profiler import ProfilerActivity, profile as tprofile
+    torch.manual_seed(0)
+    cfg, dt = getattr(UNetConfig, a.preset)(), getattr(torch, a.dtype)
+    ours = UNet(cfg).eval().to(a.device, dt)
+    fs = {'ours': runner('ours', ours, a), 'diffusers': runner('diffusers', diffusers_sharing(ours), a)}
+    x, t, c = inputs(a, cfg)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if a.device.startswith('cuda') else [])
+    for k, f in fs.items():
+        with torch.inference_mode():
+            f(x, t, c)  # warm-up, outside the profile
+            with tprofile(activities=acts) as prof:
+                for _ in range(a.profile_reps): f(x, t, c)
+                sync(a.device)
+        ev = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in ev)
+        shares = {g: sum(e.self_cpu_time_total for e in ev if any(n in e.key for n in names)) / total for g, names in GROUPS.items()}
+        print(f'{k:>9}: self CPU time {total / 1e6 / a.profile_reps:.3f} s per forward; ' +
+              ', '.join(f'{g} {v:.0%}' for g, v in shares.items()) + f', the rest {1 - sum(shares.values()):.0%}')
+        print(ev.table(sort_by='self_cpu_time_total', row_limit=a.profile_rows))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cpu')
@@ -129,6 +158,9 @@ def main():
     p.add_argument('--mem-reps', type=int, default=1, help='forwards after the warm-up in each memory process')
     p.add_argument('--channels-last', action='store_true', help='run BOTH models in channels-last memory format')
     p.add_argument('--skip-memory', action='store_true')
+    p.add_argument('--profile', action='store_true', help='also print a torch.profiler breakdown of each model')
+    p.add_argument('--profile-reps', type=int, default=2, help='profiled forwards of each model')
+    p.add_argument('--profile-rows', type=int, default=12, help='top operators listed per model')
     p.add_argument('--memory-child', choices=['ours', 'diffusers'], help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.memory_child: return memory_child(a.memory_child, a)
@@ -147,13 +179,14 @@ def main():
         print(f'{what:>4} time ratio ours/diffusers: {med["ours"] / med["diffusers"]:.3f} (ratio of medians), '
               f'{statistics.median(ratios):.3f} (median of per-pair ratios)')
     if not a.skip_memory:
-        args = [a for a in sys.argv[1:]]
+        args = sys.argv[1:]
         for which in ('ours', 'diffusers'):
             r = subprocess.run([sys.executable, __file__, *args, '--memory-child', which], capture_output=True, text=True)
             if r.returncode: sys.exit(r.stderr)
             m = json.loads(r.stdout.strip().splitlines()[-1])
             print(f'{which:>9}: peak memory {m["peak_mib"]:8.0f} MiB, of which {m["peak_mib"] - m["base_mib"]:6.0f} MiB '
                   f'above the loaded model ({m["base_mib"]:.0f} MiB) [{"VmHWM" if a.device == "cpu" else "max_memory_allocated"}]')
+    if a.profile: profile(a)
     print(f'load avg after: {os.getloadavg()[0]:.1f}')
 
 
