@@ -80,9 +80,11 @@ def predict_noise(self: StableDiffusion,
     return e
 
 # %% ../nbs/08_sampler.ipynb #b0ddaffb
+def _as_list(x): return list(x) if isinstance(x, (list, tuple)) else [x]
+
 def _images(imgs, name: str, size: tuple) -> torch.Tensor:  # (n, 3, H, W) in [-1, 1]
     "PIL image(s) as a batch in [-1, 1], resized (Lanczos) to `size` = (W, H) where they differ."
-    imgs = list(imgs) if isinstance(imgs, (list, tuple)) else [imgs]
+    imgs = _as_list(imgs)
     if not all(isinstance(im, Image.Image) for im in imgs): raise TypeError(f"{name} must be a PIL image or a list of them")
     return pil_to_tensor([im if im.size == size else im.resize(size, Image.LANCZOS) for im in imgs])
 
@@ -108,9 +110,9 @@ def prepare_latents(self: StableDiffusion, sched, shape: tuple, g, latents=None,
         if not (nine and strength == 1): x0 = _fit(self.encode_images(img, g), B, 'init_image')
     noise = torch.randn(shape, generator=g).to(dev, dt) if latents is None else latents.to(dev, dt)
     if mask_image is not None:
-        m = (_images(mask_image, 'mask_image', (W, H))[:, :1] > 0).to(dev, dt)  # (n, 1, H, W): 1 where pixels ≥ 128
-        if nine: extra = torch.cat([_fit(F.interpolate(m, size=shape[2:]), B, 'mask_image'), _fit(self.encode_images(img * (m < 0.5), g), B, 'init_image')], 1)
-        m = _fit(F.interpolate(m, size=shape[2:]), B, 'mask_image')  # (B, 1, h, w): nearest, onto the latent grid
+        mp = (_images(mask_image, 'mask_image', (W, H))[:, :1] > 0).to(dev, dt)  # (n, 1, H, W): 1 where pixels ≥ 128
+        m = _fit(F.interpolate(mp, size=shape[2:]), B, 'mask_image')  # (B, 1, h, w): nearest, onto the latent grid
+        if nine: extra = torch.cat([m, _fit(self.encode_images(img * (mp < 0.5), g), B, 'init_image')], 1)
     i0 = 0 if init_image is None else sched.start_index(strength)
     pure = x0 is None or (m is not None and strength == 1)
     return (noise * sched.init_noise_sigma if pure else sched.add_noise(x0, noise, i0)), i0, noise, x0, m, extra
@@ -120,8 +122,7 @@ OUTPUT_TYPES = ('pil', 'np', 'pt', 'latent')
 
 @patch
 def decode(self: StableDiffusion, x: torch.Tensor, output_type: str = 'pil'):
-    "Latents (B, C, h, w) → images in the form `output_type` asks for."
-    if output_type not in OUTPUT_TYPES: raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+    "Latents (B, C, h, w) → images in the form `output_type` asks for (one of `OUTPUT_TYPES`; `__call__` checks it before sampling)."
     if output_type == 'latent': return x
     img = (self.vae.decode(x / self.vae.cfg.scaling_factor).float() / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
     if output_type == 'pt': return img
@@ -139,8 +140,6 @@ def _check(self: StableDiffusion, height, width, strength, num_images, init_imag
     if mask_image is not None and any(m.size != size for m in _as_list(mask_image)):
         raise ValueError(f"mask_image must have init_image's size {size}, got {[m.size for m in _as_list(mask_image)]}")
     if output_type not in OUTPUT_TYPES: raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-
-def _as_list(x): return list(x) if isinstance(x, (list, tuple)) else [x]
 
 # %% ../nbs/08_sampler.ipynb #cf958ac2
 @patch
