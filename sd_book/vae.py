@@ -47,10 +47,9 @@ class MidBlock(nn.Module):
 
 # %% ../nbs/04_vae.ipynb #1c9d60ee
 def _level(c_in: int, c_out: int, n_blocks: int) -> nn.Module:
-    "One resolution level: `block` (ResnetBlocks c_in→c_out) and `attn` (empty in SD); the caller adds the resampler."
+    "One resolution level: `block` (ResnetBlocks c_in→c_out); the caller adds the resampler."
     level = nn.Module()
     level.block = nn.ModuleList([ResnetBlock(c_in if j == 0 else c_out, c_out, eps=1e-6) for j in range(n_blocks)])
-    level.attn = nn.ModuleList()  # the original supports attention here; SD's config puts none
     return level
 
 class Encoder(nn.Module):
