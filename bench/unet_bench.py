@@ -28,13 +28,8 @@ from sd_book.unet import UNet, UNetConfig  # noqa: E402
 
 
 def ldm_yaml(c: UNetConfig) -> dict:
-    "Our config as the original LDM YAML (the fields diffusers' single-file converter reads)."
-    p = dict(in_channels=c.in_channels, out_channels=c.out_channels, model_channels=c.model_channels,
-             channel_mult=list(c.channel_mult), num_res_blocks=c.num_res_blocks, context_dim=c.context_dim,
-             attention_resolutions=[2 ** l for l in c.attention_levels], transformer_depth=c.transformer_depth,
-             use_linear_in_transformer=c.use_linear)
-    p.update(num_heads=c.num_heads) if c.num_heads else p.update(num_head_channels=c.num_head_channels)
-    return {'model': {'params': {'unet_config': {'params': p},
+    "Our config inside the original LDM YAML (the fields diffusers' single-file converter reads)."
+    return {'model': {'params': {'unet_config': {'params': c.ldm_params()},
                                  'first_stage_config': {'params': {'ddconfig': {'ch_mult': [1, 2, 4, 4]}}}}}}
 
 

@@ -137,3 +137,14 @@ def forward(self: UNet,
         h = torch.cat([h, skips.pop()], dim=1)  # (B, C, H, W) ++ (B, C_skip, H, W) -> (B, C + C_skip, H, W)
         h = block(h, temb, context)  # (two statements, so the uncatenated h is freed before the block runs)
     return self.out(h)
+
+# %% ../nbs/06_unet.ipynb #eb523b2e
+@patch
+def ldm_params(self: UNetConfig) -> dict:
+    "This config as the `unet_config.params` of the original LDM YAML (`v1-inference.yaml`, `v2-inference.yaml`)."
+    p = dict(in_channels=self.in_channels, out_channels=self.out_channels, model_channels=self.model_channels,
+             attention_resolutions=[2 ** l for l in sorted(self.attention_levels, reverse=True)], num_res_blocks=self.num_res_blocks,
+             channel_mult=list(self.channel_mult), transformer_depth=self.transformer_depth, context_dim=self.context_dim,
+             use_linear_in_transformer=self.use_linear)
+    p.update(num_heads=self.num_heads) if self.num_heads else p.update(num_head_channels=self.num_head_channels)
+    return p
