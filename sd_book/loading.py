@@ -39,11 +39,12 @@ SAFETENSORS_DTYPES = {'F64': torch.float64, 'F32': torch.float32, 'F16': torch.f
                       'I32': torch.int32, 'I16': torch.int16, 'I8': torch.int8, 'U8': torch.uint8, 'BOOL': torch.bool}
 
 def read_safetensors_cast(path, dtype: torch.dtype) -> dict | None:
-    "A safetensors file's tensors, read one at a time with plain reads and floating-point ones cast to `dtype`; None if none needs a cast."
+    "A safetensors file's tensors, read one at a time with plain reads and floating-point ones cast to `dtype`; None if none needs a cast or a dtype is unknown here."
     with open(path, 'rb') as f:
         n = int.from_bytes(f.read(8), 'little')  # the header's length, then the JSON header: name -> dtype, shape, byte range
         header = {k: h for k, h in json.loads(f.read(n)).items() if k != '__metadata__'}
-        if not any((d := SAFETENSORS_DTYPES[h['dtype']]).is_floating_point and d != dtype for h in header.values()): return None
+        file_dtypes = {SAFETENSORS_DTYPES.get(h['dtype']) for h in header.values()}
+        if None in file_dtypes or not any(d.is_floating_point and d != dtype for d in file_dtypes): return None  # None: e.g. fp8, left to safe_open
         out = {}
         for k, h in header.items():
             (begin, end), t = h['data_offsets'], torch.empty(h['shape'], dtype=SAFETENSORS_DTYPES[h['dtype']])
@@ -55,7 +56,7 @@ def read_safetensors_cast(path, dtype: torch.dtype) -> dict | None:
 def read_state_dict(
     path,  # A `.safetensors` file, or a pickled one (`.ckpt`, `.pt`, `.pth`, `.bin`)
     unsafe_pickle: bool = False,  # Allow a pickle to run arbitrary code (only for files you trust)
-    dtype: torch.dtype | None = None,  # Cast floating-point tensors to this (safetensors: while reading, one at a time)
+    dtype: torch.dtype | None = None,  # Cast floating-point tensors to this (safetensors: while reading, one at a time, when it can)
 ) -> dict:  # name -> tensor; memory-mapped (bytes read from disk when first used) unless a cast was needed
     "The tensors in a checkpoint file, read without executing anything from it."
     path = Path(path)
@@ -63,14 +64,15 @@ def read_state_dict(
     if path.suffix == '.safetensors':
         try:
             if dtype is not None and (sd := read_safetensors_cast(path, dtype)) is not None: return sd
-            with safe_open(path, 'pt') as f: return {k: f.get_tensor(k) for k in f.keys()}
+            with safe_open(path, 'pt') as f: tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e: raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {e}") from None
-    if path.suffix not in PICKLE_SUFFIXES:
+    elif path.suffix not in PICKLE_SUFFIXES:
         raise CheckpointError(f"{path}: unknown extension {path.suffix!r}; allowed: .safetensors, {', '.join(PICKLE_SUFFIXES)}")
-    sd = _torch_load(path, unsafe_pickle)
-    if isinstance(sd, dict) and isinstance(sd.get('state_dict'), dict): sd = sd['state_dict']  # Lightning checkpoint
-    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)} if isinstance(sd, dict) else {}
-    if not tensors: raise CheckpointError(f"{path}: holds no dict of tensors (found {type(sd).__name__})")
+    else:
+        sd = _torch_load(path, unsafe_pickle)
+        if isinstance(sd, dict) and isinstance(sd.get('state_dict'), dict): sd = sd['state_dict']  # Lightning checkpoint
+        tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)} if isinstance(sd, dict) else {}
+        if not tensors: raise CheckpointError(f"{path}: holds no dict of tensors (found {type(sd).__name__})")
     return {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v for k, v in tensors.items()}
 
 # %% ../nbs/09_weight_loading.ipynb #373f0413

@@ -11,15 +11,19 @@ from torch import nn
 import torch.nn.functional as F
 
 # %% ../nbs/02_conv_residual.ipynb #3280734f
+def _out_size(H: int, W: int, kernel, stride, padding) -> tuple:
+    "(H_out, W_out) of a convolution with zero padding and no dilation; each argument an int or an (h, w) pair."
+    (kh, kw), (sh, sw), (ph, pw) = (v if isinstance(v, tuple) else (v, v) for v in (kernel, stride, padding))
+    return (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+
 def conv2d_gemm(x, weight, bias=None, stride=1, padding=0):
     "`F.conv2d` (zero padding, no dilation, no groups) as im2col + one matrix multiply."
     B, _, H, W = x.shape
-    c_out, _, kh, kw = weight.shape
-    (sh, sw), (ph, pw) = (v if isinstance(v, tuple) else (v, v) for v in (stride, padding))
-    cols = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))  # (B, C_in·kh·kw, L): one column per output pixel
+    c_out, k = weight.shape[0], tuple(weight.shape[2:])
+    cols = F.unfold(x, k, padding=padding, stride=stride)  # (B, C_in·kh·kw, L): one column per output pixel
     y = weight.reshape(c_out, -1) @ cols  # (C_out, C_in·kh·kw) @ (B, C_in·kh·kw, L) -> (B, C_out, L)
     if bias is not None: y = y + bias[:, None]
-    return y.view(B, c_out, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+    return y.view(B, c_out, *_out_size(H, W, k, stride, padding))
 
 # %% ../nbs/02_conv_residual.ipynb #30c7f4cd
 class Conv2d(nn.Conv2d):
@@ -33,9 +37,8 @@ class Conv2d(nn.Conv2d):
                              f"got groups={self.groups}, dilation={self.dilation}, padding_mode={self.padding_mode!r}, padding={self.padding!r}")
 
     def forward(self, x):  # (B, C_in, H, W) -> (B, C_out, H_out, W_out)
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        positions = x.shape[0] * ((x.shape[2] + 2 * ph - kh) // sh + 1) * ((x.shape[3] + 2 * pw - kw) // sw + 1)
-        if x.device.type == 'cpu' and x.dtype == torch.float32 and positions <= self.gemm_max_positions:
+        H_out, W_out = _out_size(*x.shape[2:], self.kernel_size, self.stride, self.padding)
+        if x.device.type == 'cpu' and x.dtype == torch.float32 and x.shape[0] * H_out * W_out <= self.gemm_max_positions:
             return conv2d_gemm(x, self.weight, self.bias, self.stride, self.padding)
         return super().forward(x)
 
