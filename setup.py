@@ -12,7 +12,8 @@ min_python = cfg['min_python']
 py_versions = ['3.10', '3.11', '3.12', '3.13']
 
 requirements = cfg.get('requirements', '').split()
-dev_requirements = cfg.get('dev_requirements', '').split()
+colab_requirements = cfg.get('colab_requirements', '').split()             # nbdev + the test oracles: a chapter in Colab
+dev_requirements = colab_requirements + cfg.get('dev_requirements', '').split()  # + the site tools
 scripts = [s.strip() for s in cfg.get('console_scripts', '').split('\n') if s.strip()]
 
 setuptools.setup(
@@ -24,7 +25,7 @@ setuptools.setup(
                 + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'], packages=setuptools.find_packages(include=['sd_book', 'sd_book.*']),
     include_package_data=True, package_data={'sd_book': ['assets/*']},
-    install_requires=requirements, extras_require={'dev': dev_requirements},
+    install_requires=requirements, extras_require={'colab': colab_requirements, 'dev': dev_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown',
     zip_safe=False, entry_points={'console_scripts': scripts, 'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},

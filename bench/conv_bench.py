@@ -1,30 +1,54 @@
-"""Every convolution of the full SD 1 UNet, timed two ways on the CPU: PyTorch's `F.conv2d` and `conv2d_gemm` (im2col + one matmul).
+"""Every convolution of the full SD 1 UNet on the CPU, timed four ways, with oneDNN's own split of PyTorch's time.
 
-    python bench/conv_bench.py                       # batch 2, 32x32 latent (the UNet benchmark's size)
-    python bench/conv_bench.py --size 64             # batch 2, 64x64 latent (a 512-pixel image with guidance)
+    python bench/conv_bench.py                  # batch 2, 32x32 latent (the UNet benchmark's size)
+    python bench/conv_bench.py --size 64        # batch 2, 64x64 latent (a 512-pixel image with guidance)
 
-A forward of the UNet (random weights) records the input of each convolution; each distinct shape is then timed
-with both functions, alternating A B / B A, `--reps` times each, and we print the medians, their ratio, and the total
-over the whole forward (each shape times the number of layers that have it) for: always PyTorch, always the matmul,
-the rule `sd_book.resnet.Conv2d` uses (matmul at or below `Conv2d.gemm_max_positions` output positions), and the
-best of the two per shape. Last, one (2, 1280, 8, 8) 3x3 convolution is run in a child process with ONEDNN_VERBOSE=1,
-which makes oneDNN print each primitive it executes with its time: where PyTorch's time goes.
+A forward of the UNet (random weights) records the input of each convolution; each distinct shape is then timed,
+the four ways in rotating order (A B C D, B C D A, ...), `--reps` times each, and we print the medians:
+
+  pytorch        F.conv2d, what nn.Conv2d runs: oneDNN, which copies the weight into its blocked layout on EVERY call
+  matmul         conv2d_gemm: im2col + one matrix product on the plain weight (`use_gemm_convs` below its threshold)
+  prepacked      the weight copied into oneDNN's layout ONCE (torch._C._nn.mkldnn_reorder_conv2d_weight), then
+                 oneDNN's inference convolution (torch.ops.mkldnn._convolution_pointwise): the kernel that
+                 torch.compile's CPU weight-prepacking (freezing) emits, called without compiling anything
+  channels_last  F.conv2d with input and weight in channels-last memory format
+
+The cost model of chapter 2: PyTorch's time is alpha*|W| (the weight copy) + beta*|W|*P (the convolution), the
+matmul's gamma*|W|*P + im2col, with |W| the weight's size and P = B*H_out*W_out the output positions. A child
+process runs each shape with ONEDNN_VERBOSE=1, which makes oneDNN print each primitive it executes with its time:
+the weight copy ("reorder" of the weight's shape) and the convolution, separately. Per shape we print alpha, beta,
+gamma and the break-even P* = alpha / (gamma - beta): the matmul is the faster below it. The same child runs the
+channels-last call too and reports its weight copy (cl_reorder_ms): channels-last does not avoid it. Last, the total over one
+forward (each shape times the number of layers that have it) for each way, for the rule `GemmConv2d` uses
+(matmul at or below `GemmConv2d.max_positions`), and for the best of pytorch/matmul per shape.
 Not a test: it prints numbers, it asserts nothing.
 """
-import argparse, os, statistics, subprocess, sys, time
+import argparse, json, os, statistics, subprocess, sys, time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from sd_book.resnet import Conv2d, conv2d_gemm  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import header  # noqa: E402
+from sd_book.resnet import GemmConv2d, conv2d_gemm  # noqa: E402
 from sd_book.unet import UNet, UNetConfig  # noqa: E402
 
+WAYS = ('pytorch', 'matmul', 'prepacked', 'channels_last')
+
 VERBOSE_CHILD = """
-import torch, torch.nn.functional as F
-x, w, b = torch.randn(2, 1280, 8, 8), torch.randn(1280, 1280, 3, 3), torch.randn(1280)
-with torch.inference_mode():
-    F.conv2d(x, w, b, padding=1); print('--- second call ---', flush=True); F.conv2d(x, w, b, padding=1)
+import json, sys, torch, torch.nn.functional as F
+torch.manual_seed(0)
+for xs, ws, stride, padding in json.loads(sys.argv[1]):
+    x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+    with torch.inference_mode():
+        F.conv2d(x, w, b, stride, padding)  # warm-up: primitive creation
+        for r in range({reps}):
+            print('@@', json.dumps([xs, ws, stride, padding]), flush=True); F.conv2d(x, w, b, stride, padding)
+        xc, wc = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+        F.conv2d(xc, wc, b, stride, padding)
+        for r in range({reps}):
+            print('@@cl', json.dumps([xs, ws, stride, padding]), flush=True); F.conv2d(xc, wc, b, stride, padding)
 """
 
 
@@ -42,44 +66,89 @@ def conv_inputs(batch, size):
     return seen
 
 
+def onednn_split(keys, reps):
+    "{(layout, key): (median ms of the weight copy, median ms of the convolution)} from oneDNN's verbose log, in a child process."
+    arg = json.dumps([[list(xs), list(ws), list(s), list(p)] for xs, ws, s, p in keys])
+    r = subprocess.run([sys.executable, '-c', VERBOSE_CHILD.replace('{reps}', str(reps)), arg], capture_output=True,
+                       text=True, env={**os.environ, 'ONEDNN_VERBOSE': '1'})
+    times, cur = {}, None
+    for line in r.stdout.splitlines():
+        if line.startswith('@@'):
+            layout, spec = line.split(' ', 1)
+            xs, ws, s, p = json.loads(spec); cur = (layout == '@@cl', (tuple(xs), tuple(ws), tuple(s), tuple(p)))
+            times.setdefault(cur, []).append([0.0, 0.0])
+        elif cur and line.startswith('onednn_verbose,v1,primitive,exec'):
+            f = line.split(',')
+            if f[5] == 'reorder' and f[-2] == 'x'.join(map(str, cur[1][1])): times[cur][-1][0] += float(f[-1])
+            elif f[5] == 'convolution': times[cur][-1][1] += float(f[-1])
+    return {k: tuple(statistics.median(v[i] for v in runs) for i in (0, 1)) for k, runs in times.items()}
+
+
+def ways(mod, x, stride, padding):
+    "The four functions, each computing the convolution of `x` with `mod`'s weight."
+    w, b = mod.weight, mod.bias
+    wp = torch._C._nn.mkldnn_reorder_conv2d_weight(w.to_mkldnn(), list(padding), list(stride), [1, 1], 1, list(x.shape))
+    xc, wc = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+    return {'pytorch': lambda: F.conv2d(x, w, b, stride, padding),
+            'matmul': lambda: conv2d_gemm(x, w, b, stride, padding),
+            'prepacked': lambda: torch.ops.mkldnn._convolution_pointwise(x, wp, b, list(padding), list(stride), [1, 1], 1,
+                                                                         'none', [], ''),
+            'channels_last': lambda: F.conv2d(xc, wc, b, stride, padding)}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--batch', type=int, default=2)
     p.add_argument('--size', type=int, default=32, help='latent height and width')
-    p.add_argument('--reps', type=int, default=7, help='timed calls of each function per shape')
+    p.add_argument('--reps', type=int, default=7, help='timed calls of each way per shape')
+    p.add_argument('--verbose-reps', type=int, default=5, help='calls per shape under ONEDNN_VERBOSE')
     a = p.parse_args()
-    print(f'{time.strftime("%Y-%m-%d %H:%M %Z")} | torch {torch.__version__} | SD 1 UNet convolutions | batch {a.batch}, '
-          f'latent {a.size}x{a.size} | float32 CPU | threads {torch.get_num_threads()} of {os.cpu_count()} CPUs | '
-          f'load avg {os.getloadavg()[0]:.1f}')
-    totals = dict(pytorch=0.0, matmul=0.0, rule=0.0, best=0.0)
-    worst = 0.0
+    print(header(f'SD 1 UNet convolutions, batch {a.batch}, latent {a.size}x{a.size}, float32 CPU'))
+    inputs = conv_inputs(a.batch, a.size)
+    split = onednn_split(list(inputs), a.verbose_reps)
+    totals = dict.fromkeys(WAYS + ('policy', 'best'), 0.0)
+    worst = dict.fromkeys(WAYS[1:], 0.0)
+    fit = []  # (|W| MB, alpha, gamma - beta, break-even P*) per shape
     with torch.inference_mode():
-        for (xs, ws, stride, padding), (mod, x, count) in conv_inputs(a.batch, a.size).items():
-            fs = {'pytorch': lambda: F.conv2d(x, mod.weight, mod.bias, stride, padding),
-                  'matmul': lambda: conv2d_gemm(x, mod.weight, mod.bias, stride, padding)}
+        for key, (mod, x, count) in inputs.items():
+            (xs, ws, stride, padding) = key
+            fs = ways(mod, x, stride, padding)
             y = {k: f() for k, f in fs.items()}  # warm-up
-            worst = max(worst, (y['matmul'] - y['pytorch']).abs().max().item())
+            for k in worst: worst[k] = max(worst[k], ((y[k] - y['pytorch']).abs().max() / y['pytorch'].abs().max()).item())
             times = {k: [] for k in fs}
             for i in range(a.reps):
-                for k in (('pytorch', 'matmul') if i % 2 == 0 else ('matmul', 'pytorch')):
+                for k in WAYS[i % 4:] + WAYS[:i % 4]:
                     t0 = time.perf_counter(); fs[k](); times[k].append(time.perf_counter() - t0)
             med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
             n = y['pytorch'].shape[0] * y['pytorch'].shape[2] * y['pytorch'].shape[3]
-            use_mm = n <= Conv2d.gemm_max_positions
-            totals['pytorch'] += count * med['pytorch']; totals['matmul'] += count * med['matmul']
-            totals['rule'] += count * med['matmul' if use_mm else 'pytorch']; totals['best'] += count * min(med.values())
+            mb = mod.weight.numel() * 4 / 2**20
+            reorder, conv = split.get((False, key), (float('nan'), float('nan')))
+            cl_reorder = split.get((True, key), (float('nan'),))[0]
+            alpha, beta, gamma = reorder / mb, conv / (mb * n), med['matmul'] / (mb * n)
+            breakeven = alpha / (gamma - beta) if gamma > beta else float('inf')
+            fit.append((mb, alpha, gamma - beta, breakeven))
+            use_mm = n <= GemmConv2d.max_positions  # the rule GemmConv2d applies on the CPU in float32
+            for k in WAYS: totals[k] += count * med[k]
+            totals['policy'] += count * med['matmul' if use_mm else 'pytorch']
+            totals['best'] += count * min(med['pytorch'], med['matmul'])
             print(f"shape x {'x'.join(map(str, xs))} w {'x'.join(map(str, ws))} k {ws[-1]} stride {stride[0]} layers {count} "
-                  f"N {n} pytorch_ms {med['pytorch']:.1f} matmul_ms {med['matmul']:.1f} ratio {med['matmul'] / med['pytorch']:.2f} "
-                  f"rule {'matmul' if use_mm else 'pytorch'}")
-    print(f'largest max-abs difference between the two, over all shapes: {worst:.1e}')
-    print(f"one forward's convolutions: PyTorch {totals['pytorch']:.0f} ms | always matmul {totals['matmul']:.0f} ms | "
-          f"rule (matmul at <= {Conv2d.gemm_max_positions} positions) {totals['rule']:.0f} ms = "
-          f"{totals['rule'] / totals['pytorch']:.2f}x PyTorch | best of the two per shape {totals['best']:.0f} ms")
-    r = subprocess.run([sys.executable, '-c', VERBOSE_CHILD], capture_output=True, text=True, env={**os.environ, 'ONEDNN_VERBOSE': '1'})
-    lines = r.stdout.split('--- second call ---')[-1].splitlines()
-    prims = [(l.split(',')[5], l.split(',')[-2], float(l.split(',')[-1])) for l in lines if l.startswith('onednn_verbose,v1,primitive,exec')]
-    print('oneDNN primitives of one F.conv2d((2, 1280, 8, 8), 3x3 weight 1280x1280), second call: ' +
-          (', '.join(f'{kind} {shape} {ms:.1f} ms' for kind, shape, ms in prims) if prims else 'none reported'))
+                  f"P {n} W_MB {mb:.2f} " + ' '.join(f'{k}_ms {med[k]:.2f}' for k in WAYS) +
+                  f" reorder_ms {reorder:.2f} conv_ms {conv:.2f} cl_reorder_ms {cl_reorder:.2f} alpha {alpha:.3f} beta {beta * 1e3:.2f}e-3 "
+                  f"gamma {gamma * 1e3:.2f}e-3 breakeven_P {breakeven:.0f} policy {'matmul' if use_mm else 'pytorch'}",
+                  flush=True)
+    print('largest max-abs difference from pytorch, relative to max|pytorch|: ' +
+          ', '.join(f'{k} {v:.1e}' for k, v in worst.items()))
+    big = [f for f in fit if f[0] >= 8]  # the weights whose copy costs: the 8x8/16x16 levels' 640- and 1280-channel convs
+    if big:
+        print(f'cost model, weights >= 8 MB ({len(big)} shapes): alpha {statistics.median(f[1] for f in big):.3f} ms/MB, '
+              f'gamma - beta {statistics.median(f[2] for f in big) * 1e3:.2f}e-3 ms/(MB*position), '
+              f'break-even P* median {statistics.median(f[3] for f in big):.0f} '
+              f'(range {min(f[3] for f in big):.0f}..{max(f[3] for f in big):.0f})')
+    print(f"one forward's convolutions (ms): " + ' | '.join(f'{k} {totals[k]:.0f}' for k in WAYS) +
+          f" | policy (matmul at P <= {GemmConv2d.max_positions}) {totals['policy']:.0f} | best of pytorch/matmul "
+          f"per shape {totals['best']:.0f}")
+    print('relative to pytorch: ' + ' | '.join(f"{k} {totals[k] / totals['pytorch']:.2f}"
+                                               for k in WAYS[1:] + ('policy', 'best')))
     print(f'load avg after: {os.getloadavg()[0]:.1f}')
 
 

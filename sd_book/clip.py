@@ -50,7 +50,7 @@ def clean_text(text: str) -> str:
 @lru_cache(None)
 def word_pattern() -> re.Pattern:
     "CLIP's pre-split regex (special tokens aside), with \\p{L} and \\p{N} spelled out from `unicodedata`."
-    cls = {'L': [], 'N': []}
+    cls: dict[str, list] = {'L': [], 'N': []}
     for c in range(0x40000):
         k = unicodedata.category(chr(c))[0]
         if k in cls and (not cls[k] or cls[k][-1][1] != c - 1): cls[k].append([c, c])  # start a new range
@@ -94,7 +94,7 @@ class Tokenizer:
         self.bos_id, self.eos_id, self.pad_id, self.max_length = self.vocab[BOS], self.vocab[EOS], pad_id, max_length
         self.special = {t: self.vocab[t] for t in (BOS, EOS, self.tokens[pad_id])}  # matched in the raw text
         self.special_re = re.compile('(' + '|'.join(re.escape(t) for t in sorted(self.special, key=len, reverse=True)) + ')')
-        self.cache = {}  # word -> its BPE tokens
+        self.cache: dict[str, list] = {}  # word -> its BPE tokens
 
     def encode(self, text: str) -> list:
         "The ids of `text`'s pieces: no start/end token, no truncation."
@@ -136,35 +136,37 @@ class CLIPConfig:
     "Shape of a CLIP text transformer. Presets: `sd_v1()`, `sd_v2()`, `tiny()`."
     vocab_size: int = 49408  # Tokens in the BPE vocabulary
     max_length: int = 77  # Context length = number of learned positions
-    width: int = 768  # Hidden size d_model
-    heads: int = 12  # Attention heads (head size width // heads = 64)
-    layers: int = 12  # Transformer layers used
-    mlp_width: int = 3072  # Hidden size of each MLP (4 × width)
+    channels: int = 768  # Width of every position's vector (d_model; transformers' hidden_size)
+    num_heads: int = 12  # Attention heads (each channels // num_heads = 64 wide)
+    num_layers: int = 12  # Transformer layers used
+    mlp_channels: int = 3072  # Hidden width of each MLP (4 × channels)
     act: str = 'quick_gelu'  # 'quick_gelu' (OpenAI CLIP) or 'gelu' (OpenCLIP)
     eps: float = 1e-5  # LayerNorm epsilon
 
     @classmethod
     def sd_v1(cls): return cls()  # CLIP ViT-L/14's text tower
     @classmethod
-    def sd_v2(cls): return cls(width=1024, heads=16, layers=23, mlp_width=4096, act='gelu')  # OpenCLIP ViT-H/14, 23 of its 24 layers
+    def sd_v2(cls): return cls(channels=1024, num_heads=16, num_layers=23, mlp_channels=4096, act='gelu')  # OpenCLIP ViT-H/14, 23 of its 24 layers
     @classmethod
-    def tiny(cls): return cls(width=32, heads=4, layers=3, mlp_width=37)
+    def tiny(cls): return cls(channels=32, num_heads=4, num_layers=3, mlp_channels=37)
 
 # %% ../nbs/05_clip.ipynb #9dc332ae
 class CLIPAttention(nn.Module):
     "Multi-head self-attention with a causal mask (position i sees positions ≤ i)."
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
-        self.heads = cfg.heads
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(cfg.width, cfg.width) for _ in range(4))
+        self.num_heads = cfg.num_heads
+        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(cfg.channels, cfg.channels) for _ in range(4))
 
     def forward(self, x):  # x: (B, T, C)
-        q, k, v = (split_heads(p(x), self.heads) for p in (self.q_proj, self.k_proj, self.v_proj))  # (B, T, C) -> (B, h, T, d)
+        q, k, v = (split_heads(p(x), self.num_heads) for p in (self.q_proj, self.k_proj, self.v_proj))  # (B, T, C) -> (B, h, T, d)
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out_proj(merge_heads(o))  # (B, h, T, d) -> (B, T, C)
 
 # %% ../nbs/05_clip.ipynb #9a1a1e1b
-def quick_gelu(x): return x * torch.sigmoid(1.702 * x)  # OpenAI's sigmoid approximation of GELU
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    "OpenAI CLIP's activation x·σ(1.702 x), a sigmoid approximation of GELU (SD 1.x's text encoder)."
+    return x * torch.sigmoid(1.702 * x)
 
 class CLIPMLP(nn.Module):
     "fc1 → quick-GELU or GELU → fc2."
@@ -172,15 +174,15 @@ class CLIPMLP(nn.Module):
         super().__init__()
         if cfg.act not in ('quick_gelu', 'gelu'): raise ValueError(f"CLIPConfig.act must be 'quick_gelu' or 'gelu', got {cfg.act!r}")
         self.act = quick_gelu if cfg.act == 'quick_gelu' else F.gelu
-        self.fc1, self.fc2 = nn.Linear(cfg.width, cfg.mlp_width), nn.Linear(cfg.mlp_width, cfg.width)
+        self.fc1, self.fc2 = nn.Linear(cfg.channels, cfg.mlp_channels), nn.Linear(cfg.mlp_channels, cfg.channels)
     def forward(self, x): return self.fc2(self.act(self.fc1(x)))
 
 class CLIPLayer(nn.Module):
     "Pre-LayerNorm transformer layer: x + attn(LN1 x), then + mlp(LN2 ·)."
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
-        self.layer_norm1, self.self_attn = nn.LayerNorm(cfg.width, eps=cfg.eps), CLIPAttention(cfg)
-        self.layer_norm2, self.mlp = nn.LayerNorm(cfg.width, eps=cfg.eps), CLIPMLP(cfg)
+        self.layer_norm1, self.self_attn = nn.LayerNorm(cfg.channels, eps=cfg.eps), CLIPAttention(cfg)
+        self.layer_norm2, self.mlp = nn.LayerNorm(cfg.channels, eps=cfg.eps), CLIPMLP(cfg)
     def forward(self, x):
         x = x + self.self_attn(self.layer_norm1(x))
         return x + self.mlp(self.layer_norm2(x))
@@ -190,26 +192,26 @@ class CLIPEmbeddings(nn.Module):
     "Token embedding + learned position embedding."
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
-        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
-        self.position_embedding = nn.Embedding(cfg.max_length, cfg.width)
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.channels)
+        self.position_embedding = nn.Embedding(cfg.max_length, cfg.channels)
     def forward(self, ids): return self.token_embedding(ids) + self.position_embedding.weight[:ids.shape[1]]  # (B, T, C)
 
 class CLIPEncoder(nn.Module):
     "The stack of transformer layers."
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
-        self.layers = nn.ModuleList(CLIPLayer(cfg) for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(CLIPLayer(cfg) for _ in range(cfg.num_layers))
     def forward(self, x):
         for layer in self.layers: x = layer(x)
         return x
 
 class TextEncoder(nn.Module):
-    "CLIP's text transformer: token ids (B, T) -> the hidden states SD conditions on (B, T, width)."
+    "CLIP's text transformer: token ids (B, T) -> the hidden states SD conditions on (B, T, channels)."
     def __init__(self, cfg: CLIPConfig):
         super().__init__()
         self.cfg = cfg
         self.embeddings, self.encoder = CLIPEmbeddings(cfg), CLIPEncoder(cfg)
-        self.final_layer_norm = nn.LayerNorm(cfg.width, eps=cfg.eps)
+        self.final_layer_norm = nn.LayerNorm(cfg.channels, eps=cfg.eps)
 
     def forward(self, input_ids):
         if input_ids.ndim != 2 or input_ids.shape[1] > self.cfg.max_length:

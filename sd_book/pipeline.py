@@ -7,11 +7,30 @@ __all__ = ['OUTPUT_TYPES', 'StableDiffusion']
 
 # %% ../nbs/08_sampler.ipynb #cb15a360
 import warnings, torch, torch.nn.functional as F
-from fastcore.basics import patch
 from PIL import Image
 from tqdm.auto import tqdm
-from .utils import seeded_generator, pil_to_tensor, tensor_to_pil
-from .schedulers import ScheduleConfig, get_scheduler, SAMPLERS
+from .utils import seeded_generator, randn, pil_to_tensor, tensor_to_pil
+from .schedulers import ScheduleConfig, Sampler, get_scheduler, check_strength
+from .resnet import gemm_convs_from_env
+
+# %% ../nbs/08_sampler.ipynb #b0ddaffb
+OUTPUT_TYPES = ('pil', 'np', 'pt', 'latent')  # what `__call__` can return
+
+def _as_list(x) -> list: return list(x) if isinstance(x, (list, tuple)) else [x]
+
+def _images(imgs, name: str, size: tuple) -> torch.Tensor:  # (n, 3, H, W) in [-1, 1]
+    "PIL image(s) as a batch in [-1, 1], resized (Lanczos) to `size` = (W, H) where they differ."
+    imgs = _as_list(imgs)
+    if not all(isinstance(im, Image.Image) for im in imgs): raise TypeError(f"{name} must be a PIL image or a list of them")
+    return pil_to_tensor([im if im.size == size else im.resize(size, Image.Resampling.LANCZOS) for im in imgs])
+
+def _repeat_to_batch(x: torch.Tensor, B: int, per_prompt: int, name: str) -> torch.Tensor:  # (n, ...) -> (B, ...)
+    "One item for all B output images, one per prompt (each repeated `per_prompt` times), or one per output image."
+    n = x.shape[0]
+    if n == B: return x
+    if n == 1: return x.expand(B, *x.shape[1:])
+    if n * per_prompt == B: return x.repeat_interleave(per_prompt, dim=0)
+    raise ValueError(f"{name}: give 1 image, one per prompt ({B // per_prompt}) or one per output image ({B}), got {n}")
 
 # %% ../nbs/08_sampler.ipynb #8ab89c25
 class StableDiffusion:
@@ -22,185 +41,168 @@ class StableDiffusion:
                  text_encoder,  # `sd_book.clip.TextEncoder`: token ids (B, 77) -> context (B, 77, D)
                  tokenizer,  # `sd_book.clip.Tokenizer`: texts -> token ids (B, 77)
                  scheduler_config=None):  # `ScheduleConfig`, or a diffusers scheduler_config dict; default SD 1.5's
-        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self.unet, self.vae = gemm_convs_from_env(unet), gemm_convs_from_env(vae)  # chapter 2's CPU policy, if the environment asks
+        self.text_encoder, self.tokenizer = text_encoder, tokenizer
         if isinstance(scheduler_config, dict): scheduler_config = ScheduleConfig.from_dict(scheduler_config)
         self.scheduler_config = scheduler_config or ScheduleConfig.sd_v1()
         for m in self.models: m.eval().requires_grad_(False)
 
     @property
-    def models(self): return (self.unet, self.vae, self.text_encoder)
+    def models(self) -> tuple: return (self.unet, self.vae, self.text_encoder)
     @property
-    def device(self): return next(self.unet.parameters()).device
+    def device(self) -> torch.device: return next(self.unet.parameters()).device
     @property
-    def dtype(self): return next(self.unet.parameters()).dtype
+    def dtype(self) -> torch.dtype: return next(self.unet.parameters()).dtype
 
     def to(self, device=None, dtype=None):
         "Move and/or cast the three networks (e.g. `.to('cuda', torch.float16)`); returns `self`."
         for m in self.models: m.to(device=device, dtype=dtype)
         return self
 
-# %% ../nbs/08_sampler.ipynb #b0fae42e
-@patch
-def encode_prompt(self: StableDiffusion,
-                  prompt,  # a str or a list of str
-                  negative_prompt=None,  # None, a str, or one str per prompt; replaces the empty unconditional prompt
-                  num_images: int = 1,  # images per prompt
-                  guidance: bool = True,  # also encode the negative prompts (for classifier-free guidance)
-                 ) -> torch.Tensor:  # (2B, 77, D) = [negatives; prompts] if guidance else (B, 77, D); B = prompts × num_images
-    "The UNet's context for a batch of prompts (and their negative prompts)."
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    negs = negative_prompt if isinstance(negative_prompt, (list, tuple)) else [negative_prompt or ''] * len(prompts)
-    if len(negs) != len(prompts): raise ValueError(f"negative_prompt: give one per prompt ({len(prompts)}), got {len(negs)}")
-    texts = list(negs) + prompts if guidance else prompts
-    for text, cut in zip(texts, self.tokenizer.truncated(texts)):
-        if cut: warnings.warn(f"CLIP reads at most {self.tokenizer.max_length} tokens; this part of {text[:30]!r}… was cut: {cut!r}")
-    ctx = self.text_encoder(self.tokenizer(texts).to(self.device))  # (n_texts, 77, D)
-    return ctx.repeat_interleave(num_images, dim=0)
+    def encode_prompt(self,
+                      prompt,  # a str or a list of str
+                      negative_prompt=None,  # None, a str, or one str per prompt; replaces the empty unconditional prompt
+                      num_images: int = 1,  # images per prompt
+                      guidance: bool = True,  # also encode the negative prompts (for classifier-free guidance)
+                     ) -> torch.Tensor:  # (2B, 77, D) = [negatives; prompts] if guidance else (B, 77, D); B = prompts × num_images
+        "The UNet's context for a batch of prompts (and their negative prompts)."
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negs = negative_prompt if isinstance(negative_prompt, (list, tuple)) else [negative_prompt or ''] * len(prompts)
+        if len(negs) != len(prompts): raise ValueError(f"negative_prompt: give one per prompt ({len(prompts)}), got {len(negs)}")
+        texts = list(negs) + prompts if guidance else prompts
+        for text, cut in zip(texts, self.tokenizer.truncated(texts)):
+            if cut: warnings.warn(f"CLIP reads at most {self.tokenizer.max_length} tokens; this part of {text[:30]!r}… was cut: {cut!r}")
+        ctx = self.text_encoder(self.tokenizer(texts).to(self.device))  # (n_texts, 77, D)
+        return ctx.repeat_interleave(num_images, dim=0)
 
-# %% ../nbs/08_sampler.ipynb #94d2f3f0
-@patch
-def predict_noise(self: StableDiffusion,
-                  x: torch.Tensor,  # (B, C, h, w) latents, already scaled for the model (`scale_model_input`)
-                  t,  # the timestep
-                  ctx: torch.Tensor,  # (2B, 77, D) [negative; prompt] for guidance, or (B, 77, D) without
-                  guidance_scale: float = 7.5,  # w
-                  guidance_rescale: float = 0.0,  # φ in [0, 1]; 0 turns rescaling off
-                  extra: torch.Tensor | None = None,  # (B, C', h, w) more input channels (9-channel inpainting)
-                 ) -> torch.Tensor:  # (B, C, h, w)
-    "The UNet's prediction with classifier-free guidance: both halves in one batched call."
-    cfg = ctx.shape[0] == 2 * x.shape[0]
-    if cfg: x, extra = torch.cat([x, x]), (None if extra is None else torch.cat([extra, extra]))
-    out = self.unet(x if extra is None else torch.cat([x, extra], dim=1), t, ctx)
-    if not cfg: return out
-    e_neg, e_cond = out.chunk(2)  # (2B, ...) -> 2 × (B, ...)
-    e = e_neg + guidance_scale * (e_cond - e_neg)
-    if guidance_rescale > 0:
-        dims = list(range(1, e.ndim))
-        e = guidance_rescale * e * (e_cond.std(dims, keepdim=True) / e.std(dims, keepdim=True)) + (1 - guidance_rescale) * e
-    return e
+    def predict_noise(self,
+                      x: torch.Tensor,  # (B, C, h, w) latents, already scaled for the model (`scale_model_input`)
+                      t,  # the timestep
+                      ctx: torch.Tensor,  # (2B, 77, D) [negative; prompt] for guidance, or (B, 77, D) without
+                      guidance_scale: float = 7.5,  # w
+                      guidance_rescale: float = 0.0,  # φ in [0, 1]; 0 turns rescaling off
+                      extra: torch.Tensor | None = None,  # (B, C', h, w) more input channels (9-channel inpainting)
+                     ) -> torch.Tensor:  # (B, C, h, w)
+        "The UNet's prediction with classifier-free guidance: both halves in one batched call."
+        cfg = ctx.shape[0] == 2 * x.shape[0]
+        if cfg: x, extra = torch.cat([x, x]), (None if extra is None else torch.cat([extra, extra]))
+        out = self.unet(x if extra is None else torch.cat([x, extra], dim=1), t, ctx)
+        if not cfg: return out
+        e_neg, e_cond = out.chunk(2)  # (2B, ...) -> 2 × (B, ...)
+        e = e_neg + guidance_scale * (e_cond - e_neg)
+        if guidance_rescale > 0:
+            dims = list(range(1, e.ndim))
+            e = guidance_rescale * e * (e_cond.std(dims, keepdim=True) / e.std(dims, keepdim=True)) + (1 - guidance_rescale) * e
+        return e
 
-# %% ../nbs/08_sampler.ipynb #b0ddaffb
-def _as_list(x): return list(x) if isinstance(x, (list, tuple)) else [x]
+    def encode_images(self, imgs: torch.Tensor, g=None) -> torch.Tensor:  # (B, 3, H, W) -> (B, C, h, w)
+        "Pixels in [-1, 1] → scaled latents x0 = 0.18215·z, z ~ q(z | image)."
+        return self.vae.encode(imgs.to(self.device, self.dtype)).sample(g) * self.vae.cfg.scaling_factor
 
-def _images(imgs, name: str, size: tuple) -> torch.Tensor:  # (n, 3, H, W) in [-1, 1]
-    "PIL image(s) as a batch in [-1, 1], resized (Lanczos) to `size` = (W, H) where they differ."
-    imgs = _as_list(imgs)
-    if not all(isinstance(im, Image.Image) for im in imgs): raise TypeError(f"{name} must be a PIL image or a list of them")
-    return pil_to_tensor([im if im.size == size else im.resize(size, Image.LANCZOS) for im in imgs])
+    def prepare_latents(self,
+                        sched: Sampler,  # the run's sampler, its timesteps set
+                        shape: tuple,  # (B, C, h, w) of the latents
+                        g: torch.Generator,  # the run's generator: every random draw comes from it
+                        latents: torch.Tensor | None = None,  # (B, C, h, w) the start noise ε, instead of drawing it
+                        init_image=None,  # PIL image(s) for image→image and inpainting
+                        strength: float = 1.0,  # image→image's share of the steps
+                        mask_image=None,  # PIL mask(s), white = repaint
+                        num_images: int = 1,  # images per prompt: the batch is prompts × num_images
+                       ) -> tuple:  # (x, i0, ε, x0, m, extra)
+        "Start latents, and what inpainting needs: (x, first step i0, noise ε, image latents x0, latent mask, extra channels)."
+        B, f, dev, dt = shape[0], self.vae.cfg.downscale, self.device, self.dtype
+        H, W = shape[2] * f, shape[3] * f
+        fit = lambda v, name: _repeat_to_batch(v, B, num_images, name)  # (n, ...) -> (B, ...)
+        nine = mask_image is not None and self.unet.cfg.in_channels == 9  # an inpainting model reads mask + masked image
+        x0 = m = extra = None
+        if init_image is not None:
+            img = _images(init_image, 'init_image', (W, H))
+            if not (nine and strength == 1): x0 = fit(self.encode_images(img, g), 'init_image')
+        noise = randn(shape, g, device=dev, dtype=dt) if latents is None else latents.to(dev, dt)
+        if mask_image is not None:
+            mp = (_images(mask_image, 'mask_image', (W, H))[:, :1] > 0).to(dev, dt)  # (n, 1, H, W): 1 where pixels ≥ 128
+            m = fit(F.interpolate(mp, size=shape[2:]), 'mask_image')  # (B, 1, h, w): nearest, onto the latent grid
+            if nine: extra = torch.cat([m, fit(self.encode_images(img * (mp < 0.5), g), 'init_image')], 1)
+        i0 = 0 if init_image is None else sched.start_index(strength)
+        pure = x0 is None or (m is not None and strength == 1)
+        return (noise * sched.init_noise_sigma if pure else sched.add_noise(x0, noise, i0)), i0, noise, x0, m, extra
 
-def _fit(x: torch.Tensor, B: int, name: str) -> torch.Tensor:  # (n, ...) -> (B, ...)
-    "Repeat a batch of 1 (or of the prompts) to the B output images."
-    if B % x.shape[0]: raise ValueError(f"{name}: give 1 image or one per output image ({B}), got {x.shape[0]}")
-    return x.repeat(B // x.shape[0], *(1,) * (x.ndim - 1))
+    def decode(self, x: torch.Tensor, output_type: str = 'pil'):
+        "Latents (B, C, h, w) → images in the form `output_type` asks for (one of `OUTPUT_TYPES`; `__call__` checks it before sampling)."
+        if output_type == 'latent': return x
+        img = (self.vae.decode(x / self.vae.cfg.scaling_factor).float() / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
+        if output_type == 'pt': return img
+        if output_type == 'np': return img.permute(0, 2, 3, 1).cpu().numpy()  # (B, 3, H, W) -> (B, H, W, 3)
+        return tensor_to_pil(img * 2 - 1)
 
-@patch
-def encode_images(self: StableDiffusion, imgs: torch.Tensor, g=None) -> torch.Tensor:  # (B, 3, H, W) -> (B, C, h, w)
-    "Pixels in [-1, 1] → scaled latents x0 = 0.18215·z, z ~ q(z | image)."
-    return self.vae.encode(imgs.to(self.device, self.dtype)).sample(g) * self.vae.cfg.scaling_factor
+    def _check(self, height, width, strength, num_images, init_image, mask_image, output_type):
+        "Every check `__call__` can make before it spends any work."
+        if not (height > 0 and width > 0 and height % 8 == 0 and width % 8 == 0):
+            raise ValueError(f"height and width must be positive multiples of 8, got {width}×{height}")
+        check_strength(strength)
+        if num_images < 1: raise ValueError(f"num_images must be at least 1, got {num_images}")
+        if mask_image is not None and init_image is None: raise ValueError("mask_image needs init_image (the image to inpaint)")
+        size = init_image is not None and _as_list(init_image)[0].size
+        if mask_image is not None and any(m.size != size for m in _as_list(mask_image)):
+            raise ValueError(f"mask_image must have init_image's size {size}, got {[m.size for m in _as_list(mask_image)]}")
+        if output_type not in OUTPUT_TYPES: raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
-# %% ../nbs/08_sampler.ipynb #5bde7093
-@patch
-def prepare_latents(self: StableDiffusion, sched, shape: tuple, g, latents=None, init_image=None, strength=1.0, mask_image=None):
-    "Start latents, and what inpainting needs: (x, first step i0, noise ε, image latents x0, latent mask, extra channels)."
-    B, (H, W), dev, dt = shape[0], (shape[2] * self.vae.cfg.downscale, shape[3] * self.vae.cfg.downscale), self.device, self.dtype
-    nine = mask_image is not None and self.unet.cfg.in_channels == 9  # an inpainting model reads mask + masked image
-    x0 = m = extra = None
-    if init_image is not None:
-        img = _images(init_image, 'init_image', (W, H))
-        if not (nine and strength == 1): x0 = _fit(self.encode_images(img, g), B, 'init_image')
-    noise = torch.randn(shape, generator=g).to(dev, dt) if latents is None else latents.to(dev, dt)
-    if mask_image is not None:
-        mp = (_images(mask_image, 'mask_image', (W, H))[:, :1] > 0).to(dev, dt)  # (n, 1, H, W): 1 where pixels ≥ 128
-        m = _fit(F.interpolate(mp, size=shape[2:]), B, 'mask_image')  # (B, 1, h, w): nearest, onto the latent grid
-        if nine: extra = torch.cat([m, _fit(self.encode_images(img * (mp < 0.5), g), B, 'init_image')], 1)
-    i0 = 0 if init_image is None else sched.start_index(strength)
-    pure = x0 is None or (m is not None and strength == 1)
-    return (noise * sched.init_noise_sigma if pure else sched.add_noise(x0, noise, i0)), i0, noise, x0, m, extra
+    @torch.no_grad()
+    def __call__(self,
+                 prompt,  # a str or a list of str
+                 negative_prompt=None,  # what to steer away from (a str, or one per prompt); default: the empty prompt
+                 height: int | None = None,  # pixels, a multiple of 8; default 512, or init_image's height
+                 width: int | None = None,  # pixels, a multiple of 8; default 512, or init_image's width
+                 steps: int = 50,  # sampler steps (image→image runs the last ⌊strength·steps⌋ of them)
+                 guidance_scale: float = 7.5,  # w; 1 turns classifier-free guidance off (one UNet pass per step)
+                 sampler: str = 'ddim',  # one of `SAMPLERS`: ddpm, ddim, euler, euler_a, dpmpp_2m
+                 karras: bool = False,  # Karras noise levels (euler, euler_a, dpmpp_2m)
+                 eta: float = 0.0,  # DDIM's η (0: deterministic)
+                 seed: int | None = None,  # one seed for all the randomness; None: a fresh one
+                 latents: torch.Tensor | None = None,  # (B, C, h, w) the start noise ε instead of drawing it
+                 init_image=None,  # PIL image(s) for image→image / inpainting: 1, one per prompt, or one per output image
+                 strength: float = 0.8,  # how much of init_image to repaint: 0 keeps it, 1 starts from noise
+                 mask_image=None,  # PIL mask(s), white = repaint, same size as init_image
+                 num_images: int = 1,  # images per prompt
+                 output_type: str = 'pil',  # 'pil' | 'np' | 'pt' | 'latent'
+                 progress: bool = True,  # show a tqdm progress bar
+                 guidance_rescale: float = 0.0,  # φ: pull the guided prediction's std back to the conditional one's
+                 callback=None,  # called as callback(i, t, x, x0_pred) after step i, from timestep t; x is at the next level
+                ):
+        "Generate images from text, or from an image (`init_image`, `strength`), or fill in a masked region (`mask_image`)."
+        size = _as_list(init_image)[0].size if init_image is not None else (512, 512)
+        height, width = height or size[1], width or size[0]
+        self._check(height, width, strength, num_images, init_image, mask_image, output_type)
+        sched = get_scheduler(sampler, self.scheduler_config, karras=karras, eta=eta)
+        sched.set_timesteps(steps)
+        B, f = len(_as_list(prompt)) * num_images, self.vae.cfg.downscale
+        shape = (B, self.vae.cfg.latent_channels, height // f, width // f)
+        if latents is not None and tuple(latents.shape) != shape: raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        ctx = self.encode_prompt(prompt, negative_prompt, num_images, guidance=guidance_scale != 1)  # (2B or B, 77, D)
+        g = seeded_generator(seed)  # on the CPU: the same seed gives the same noise on any device
+        x, i0, noise, x0, m, extra = self.prepare_latents(sched, shape, g, latents, init_image, strength, mask_image, num_images)
+        for i in tqdm(range(i0, len(sched.timesteps)), disable=not progress, leave=False):
+            e = self.predict_noise(sched.scale_model_input(x, i), sched.timesteps[i], ctx, guidance_scale, guidance_rescale, extra)
+            x, x0_pred = sched.step(e, i, x, generator=g)
+            if m is not None and extra is None:  # 4-channel inpainting: the known region, noised to x's new level
+                x = m * x + (1 - m) * sched.add_noise(x0, noise, i + 1)
+            if callback is not None: callback(i, sched.timesteps[i], x, x0_pred)
+        return self.decode(x, output_type)
 
-# %% ../nbs/08_sampler.ipynb #52959af7
-OUTPUT_TYPES = ('pil', 'np', 'pt', 'latent')
+    @classmethod
+    def from_single_file(cls, path, **kwargs) -> 'StableDiffusion':
+        "A pipeline from an original single-file checkpoint (`.safetensors` or `.ckpt`); `kwargs` go to `load_single_file`."
+        from sd_book.loading import load_single_file  # here, so that this module does not depend on the loaders
+        return cls(**load_single_file(path, **kwargs))
 
-@patch
-def decode(self: StableDiffusion, x: torch.Tensor, output_type: str = 'pil'):
-    "Latents (B, C, h, w) → images in the form `output_type` asks for (one of `OUTPUT_TYPES`; `__call__` checks it before sampling)."
-    if output_type == 'latent': return x
-    img = (self.vae.decode(x / self.vae.cfg.scaling_factor).float() / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
-    if output_type == 'pt': return img
-    if output_type == 'np': return img.permute(0, 2, 3, 1).cpu().numpy()  # (B, 3, H, W) -> (B, H, W, 3)
-    return tensor_to_pil(img * 2 - 1)
+    @classmethod
+    def from_pretrained(cls, path, **kwargs) -> 'StableDiffusion':
+        "A pipeline from a diffusers-layout folder (`model_index.json` and one subfolder per part) or a hub repo id."
+        from sd_book.loading import load_pretrained
+        return cls(**load_pretrained(path, **kwargs))
 
-# %% ../nbs/08_sampler.ipynb #dfe2b45e
-@patch
-def _check(self: StableDiffusion, height, width, strength, num_images, init_image, mask_image, output_type):
-    if height % 8 or width % 8: raise ValueError(f"height and width must be multiples of 8, got {width}×{height}")
-    if not 0 <= strength <= 1: raise ValueError(f"strength must be in [0, 1], got {strength}")
-    if num_images < 1: raise ValueError(f"num_images must be at least 1, got {num_images}")
-    if mask_image is not None and init_image is None: raise ValueError("mask_image needs init_image (the image to inpaint)")
-    size = init_image is not None and _as_list(init_image)[0].size
-    if mask_image is not None and any(m.size != size for m in _as_list(mask_image)):
-        raise ValueError(f"mask_image must have init_image's size {size}, got {[m.size for m in _as_list(mask_image)]}")
-    if output_type not in OUTPUT_TYPES: raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-
-# %% ../nbs/08_sampler.ipynb #cf958ac2
-@patch
-@torch.no_grad()
-def __call__(self: StableDiffusion,
-             prompt,  # a str or a list of str
-             negative_prompt=None,  # what to steer away from (a str, or one per prompt); default: the empty prompt
-             height: int | None = None,  # pixels, a multiple of 8; default 512, or init_image's height
-             width: int | None = None,  # pixels, a multiple of 8; default 512, or init_image's width
-             steps: int = 50,  # sampler steps (image→image runs the last ⌊strength·steps⌋ of them)
-             guidance_scale: float = 7.5,  # w; 1 turns classifier-free guidance off (one UNet pass per step)
-             sampler: str = 'ddim',  # one of `SAMPLERS`: ddpm, ddim, euler, euler_a, dpmpp_2m
-             karras: bool = False,  # Karras noise levels (euler, euler_a, dpmpp_2m)
-             eta: float = 0.0,  # DDIM's η (0: deterministic)
-             seed: int | None = None,  # one seed for all the randomness; None: a fresh one
-             latents: torch.Tensor | None = None,  # (B, C, h, w) the start noise ε instead of drawing it
-             init_image=None,  # PIL image(s) for image→image / inpainting
-             strength: float = 0.8,  # how much of init_image to repaint: 0 keeps it, 1 starts from noise
-             mask_image=None,  # PIL mask(s), white = repaint, same size as init_image
-             num_images: int = 1,  # images per prompt
-             output_type: str = 'pil',  # 'pil' | 'np' | 'pt' | 'latent'
-             progress: bool = True,  # show a tqdm progress bar
-             guidance_rescale: float = 0.0,  # φ: pull the guided prediction's std back to the conditional one's
-             callback=None,  # called as callback(i, t, x, x0_pred) after every step
-            ):
-    "Generate images from text, or from an image (`init_image`, `strength`), or fill in a masked region (`mask_image`)."
-    size = _as_list(init_image)[0].size if init_image is not None else (512, 512)
-    height, width = height or size[1], width or size[0]
-    self._check(height, width, strength, num_images, init_image, mask_image, output_type)
-    sched = get_scheduler(sampler, self.scheduler_config, karras=karras, eta=eta)
-    sched.set_timesteps(steps)
-    ctx = self.encode_prompt(prompt, negative_prompt, num_images, guidance=guidance_scale != 1)  # (2B or B, 77, D)
-    B, f = len(_as_list(prompt)) * num_images, self.vae.cfg.downscale
-    shape = (B, self.vae.cfg.z_channels, height // f, width // f)
-    if latents is not None and tuple(latents.shape) != shape: raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-    g = seeded_generator(seed)  # on the CPU: the same seed gives the same noise on any device
-    x, i0, noise, x0, m, extra = self.prepare_latents(sched, shape, g, latents, init_image, strength, mask_image)
-    for i in tqdm(range(i0, len(sched.timesteps)), disable=not progress, leave=False):
-        e = self.predict_noise(sched.scale_model_input(x, i), sched.timesteps[i], ctx, guidance_scale, guidance_rescale, extra)
-        x = sched.step(e, i, x, generator=g)
-        if m is not None and extra is None:  # 4-channel inpainting: the known region, noised to x's new level
-            x = m * x + (1 - m) * sched.add_noise(x0, noise, i + 1)
-        if callback is not None: callback(i, sched.timesteps[i], x, sched.x0_pred)
-    return self.decode(x, output_type)
-
-# %% ../nbs/08_sampler.ipynb #6d55d0d3
-@patch(cls_method=True)
-def from_single_file(cls: StableDiffusion, path, **kwargs):
-    "A pipeline from an original single-file checkpoint (`.safetensors` or `.ckpt`)."
-    from sd_book.loading import load_single_file
-    return cls(**load_single_file(path, **kwargs))
-
-@patch(cls_method=True)
-def from_pretrained(cls: StableDiffusion, path, **kwargs):
-    "A pipeline from a diffusers-layout folder (`model_index.json` and one subfolder per part)."
-    from sd_book.loading import load_pretrained
-    return cls(**load_pretrained(path, **kwargs))
-
-@patch
-def save_pretrained(self: StableDiffusion, path):
-    "Write the pipeline as a diffusers-layout folder that `from_pretrained` (ours or diffusers') reads back."
-    from sd_book.loading import save_pretrained
-    save_pretrained(dict(unet=self.unet, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                         scheduler_config=self.scheduler_config), path)
+    def save_pretrained(self, path) -> None:
+        "Write the pipeline as a diffusers-layout folder that `from_pretrained` (ours or diffusers') reads back."
+        from sd_book.loading import save_pretrained
+        save_pretrained(dict(unet=self.unet, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                             scheduler_config=self.scheduler_config), path)

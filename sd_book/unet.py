@@ -10,7 +10,6 @@ import math, torch
 from dataclasses import dataclass
 from torch import nn
 import torch.nn.functional as F
-from fastcore.basics import patch
 from .resnet import ResnetBlock, Downsample, Upsample
 from .attention import SpatialTransformer
 
@@ -32,49 +31,61 @@ class UNetConfig:
     "The UNet's shape. Presets: `sd_v1()`, `sd_v2()`, `tiny()`."
     in_channels: int = 4  # Latent channels in
     out_channels: int = 4  # Channels of the prediction (eps or v)
-    model_channels: int = 320  # Channels at level 0; level i has model_channels * channel_mult[i]
+    channels: int = 320  # Channels at level 0; level i has channels * channel_mult[i]
     channel_mult: tuple = (1, 2, 4, 4)  # One entry per resolution level; each level after the first halves H, W
     num_res_blocks: int = 2  # ResnetBlocks per level going down (one more going up)
     attention_levels: tuple = (0, 1, 2)  # Levels with a SpatialTransformer after each ResnetBlock
     num_heads: int | None = 8  # A fixed number of heads (SD 1) ...
-    num_head_channels: int | None = None  # ... or a fixed head width (SD 2: 64); set exactly one
+    head_channels: int | None = None  # ... or a fixed head width (SD 2: 64); set exactly one
     context_dim: int = 768  # Width of the text encoder's output
     use_linear: bool = False  # Linear proj_in/proj_out (SD 2) instead of 1x1 convs
     transformer_depth: int = 1  # Transformer blocks per SpatialTransformer
     dropout: float = 0.0
 
     def __post_init__(self):
-        if (self.num_heads is None) == (self.num_head_channels is None):
-            raise ValueError(f"UNetConfig: set exactly one of num_heads (SD 1: 8) or num_head_channels (SD 2: 64), "
-                             f"got num_heads={self.num_heads}, num_head_channels={self.num_head_channels}")
+        if (self.num_heads is None) == (self.head_channels is None):
+            raise ValueError(f"UNetConfig: set exactly one of num_heads (SD 1: 8) or head_channels (SD 2: 64), "
+                             f"got num_heads={self.num_heads}, head_channels={self.head_channels}")
         if bad := [l for l in self.attention_levels if not 0 <= l < len(self.channel_mult)]:
             raise ValueError(f"UNetConfig: attention_levels {bad} out of range; allowed 0..{len(self.channel_mult) - 1}")
 
-    def heads(self, ch: int) -> tuple:
-        "(n_heads, d_head) of a SpatialTransformer on `ch` channels."
-        return (self.num_heads, ch // self.num_heads) if self.num_heads else (ch // self.num_head_channels, self.num_head_channels)
+    def heads(self, ch: int) -> tuple[int, int]:
+        "(num_heads, head_channels) of a SpatialTransformer on `ch` channels."
+        if self.num_heads: return self.num_heads, ch // self.num_heads
+        assert self.head_channels  # __post_init__: exactly one of the two is set
+        return ch // self.head_channels, self.head_channels
+
+    def ldm_params(self) -> dict:
+        "This config as the `unet_config.params` of the original LDM YAML (`v1-inference.yaml`, `v2-inference.yaml`)."
+        p = dict(in_channels=self.in_channels, out_channels=self.out_channels, model_channels=self.channels,
+                 attention_resolutions=[2 ** l for l in sorted(self.attention_levels, reverse=True)],
+                 num_res_blocks=self.num_res_blocks, channel_mult=list(self.channel_mult),
+                 transformer_depth=self.transformer_depth, context_dim=self.context_dim, use_linear_in_transformer=self.use_linear)
+        p.update(num_heads=self.num_heads) if self.num_heads else p.update(num_head_channels=self.head_channels)
+        return p
 
     @classmethod
     def sd_v1(cls): return cls()
     @classmethod
-    def sd_v2(cls): return cls(num_heads=None, num_head_channels=64, context_dim=1024, use_linear=True)
+    def sd_v2(cls): return cls(num_heads=None, head_channels=64, context_dim=1024, use_linear=True)
     @classmethod
-    def tiny(cls): return cls(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,), num_heads=2, context_dim=32)
+    def tiny(cls): return cls(channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_levels=(1,), num_heads=2, context_dim=32)
 
 # %% ../nbs/06_unet.ipynb #986c2512
 class TimestepSequential(nn.Sequential):
-    "A Sequential that gives ResnetBlocks the time embedding and SpatialTransformers the context."
-    def forward(self, x, temb, context):  # x (B, C, H, W), temb (B, 4·model_channels), context (B, M, context_dim)
+    "A Sequential that gives ResnetBlocks the time embedding, SpatialTransformers the context, an Upsample its size."
+    def forward(self, x, temb, context, size=None):  # x (B, C, H, W), temb (B, 4·channels), context (B, M, context_dim)
         for layer in self:
             if isinstance(layer, ResnetBlock): x = layer(x, temb)
             elif isinstance(layer, SpatialTransformer): x = layer(x, context)
+            elif isinstance(layer, Upsample): x = layer(x, size)  # size: (H, W) of the skip that the next block takes
             else: x = layer(x)
         return x
 
 # %% ../nbs/06_unet.ipynb #094f2ac7
 def res_attn(cfg: UNetConfig, cin: int, cout: int, attn: bool) -> list:
     "A ResnetBlock from `cin` to `cout` channels, followed by a SpatialTransformer when `attn`."
-    layers = [ResnetBlock(cin, cout, 4 * cfg.model_channels, cfg.dropout)]
+    layers: list[nn.Module] = [ResnetBlock(cin, cout, 4 * cfg.channels, cfg.dropout)]
     if attn: layers.append(SpatialTransformer(cout, *cfg.heads(cout), cfg.transformer_depth, cfg.context_dim, cfg.use_linear, cfg.dropout))
     return layers
 
@@ -83,68 +94,51 @@ class UNet(nn.Module):
     "Stable Diffusion's UNet: (x_t, t, context) -> eps (or v), with the original `model.diffusion_model.*` names."
     def __init__(self, cfg: UNetConfig):
         super().__init__()
-        self.cfg, ch, mc = cfg, cfg.model_channels, cfg.model_channels
-        self.time_embed = nn.Sequential(nn.Linear(mc, 4 * mc), nn.SiLU(), nn.Linear(4 * mc, 4 * mc))
+        self.cfg, ch, c0 = cfg, cfg.channels, cfg.channels
+        self.time_embed = nn.Sequential(nn.Linear(c0, 4 * c0), nn.SiLU(), nn.Linear(4 * c0, 4 * c0))
         self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
         skips = [ch]  # channels of every map the down path hands to the up path
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
-                self.input_blocks.append(TimestepSequential(*res_attn(cfg, ch, mult * mc, level in cfg.attention_levels)))
-                ch = mult * mc; skips.append(ch)
+                self.input_blocks.append(TimestepSequential(*res_attn(cfg, ch, mult * c0, level in cfg.attention_levels)))
+                ch = mult * c0; skips.append(ch)
             if level < len(cfg.channel_mult) - 1:
                 self.input_blocks.append(TimestepSequential(Downsample(ch))); skips.append(ch)
-        self.middle_block = TimestepSequential(*res_attn(cfg, ch, ch, True), ResnetBlock(ch, ch, 4 * mc, cfg.dropout))
+        self.middle_block = TimestepSequential(*res_attn(cfg, ch, ch, True), ResnetBlock(ch, ch, 4 * c0, cfg.dropout))
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
-                layers = res_attn(cfg, ch + skips.pop(), mult * mc, level in cfg.attention_levels)
-                ch = mult * mc
+                layers = res_attn(cfg, ch + skips.pop(), mult * c0, level in cfg.attention_levels)
+                ch = mult * c0
                 if level > 0 and i == cfg.num_res_blocks: layers.append(Upsample(ch))
                 self.output_blocks.append(TimestepSequential(*layers))
         self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
-# %% ../nbs/06_unet.ipynb #4a40056b
-@patch
-def _check_inputs(self: UNet, x, t, context):
-    "Raise a ValueError naming the argument whose shape `forward` cannot use."
-    c, f = self.cfg, 2 ** (len(self.cfg.channel_mult) - 1)
-    if x.ndim != 4 or x.shape[1] != c.in_channels:
-        raise ValueError(f"UNet: x must be (B, in_channels={c.in_channels}, H, W), got shape {tuple(x.shape)}")
-    if x.shape[2] % f or x.shape[3] % f:
-        raise ValueError(f"UNet: x's height and width must be multiples of {f} (one halving per level), got {tuple(x.shape[2:])}")
-    if t.ndim > 1 or t.numel() not in (1, x.shape[0]):
-        raise ValueError(f"UNet: t must be a number or a (B,) = ({x.shape[0]},) tensor, got shape {tuple(t.shape)}")
-    if context.ndim != 3 or context.shape[-1] != c.context_dim:
-        raise ValueError(f"UNet: context must be (B, M, context_dim={c.context_dim}), got shape {tuple(context.shape)}")
+    def _check_inputs(self, x, t, context):
+        "Raise a ValueError naming the argument whose shape `forward` cannot use."
+        c = self.cfg
+        if x.ndim != 4 or x.shape[1] != c.in_channels:
+            raise ValueError(f"UNet: x must be (B, in_channels={c.in_channels}, H, W), got shape {tuple(x.shape)}")
+        if t.ndim > 1 or t.numel() not in (1, x.shape[0]):
+            raise ValueError(f"UNet: t must be a number or a (B,) = ({x.shape[0]},) tensor, got shape {tuple(t.shape)}")
+        if context.ndim != 3 or context.shape[-1] != c.context_dim:
+            raise ValueError(f"UNet: context must be (B, M, context_dim={c.context_dim}), got shape {tuple(context.shape)}")
 
-# %% ../nbs/06_unet.ipynb #65728499
-@patch
-def forward(self: UNet,
-            x: torch.Tensor,  # (B, in_channels, H, W) noisy latents; H, W multiples of 2**(levels-1)
-            t,  # Timestep(s): a number, a 0-d tensor or a (B,) tensor
-            context: torch.Tensor,  # (B, M, context_dim) text encoder output
-           ) -> torch.Tensor:  # (B, out_channels, H, W)
-    "Predict eps (or v) for the noisy latents `x` at timestep `t`, conditioned on `context`."
-    t = torch.as_tensor(t, device=x.device)
-    self._check_inputs(x, t, context)
-    t = t.expand(x.shape[0])  # a number -> (B,)
-    temb = self.time_embed(timestep_embedding(t, self.cfg.model_channels).to(x.dtype))  # (B, 4·model_channels)
-    skips, h = [], x
-    for block in self.input_blocks:
-        h = block(h, temb, context); skips.append(h)
-    h = self.middle_block(h, temb, context)
-    for block in self.output_blocks:
-        h = torch.cat([h, skips.pop()], dim=1)  # (B, C, H, W) ++ (B, C_skip, H, W) -> (B, C + C_skip, H, W)
-        h = block(h, temb, context)  # (two statements, so the uncatenated h is freed before the block runs)
-    return self.out(h)
-
-# %% ../nbs/06_unet.ipynb #eb523b2e
-@patch
-def ldm_params(self: UNetConfig) -> dict:
-    "This config as the `unet_config.params` of the original LDM YAML (`v1-inference.yaml`, `v2-inference.yaml`)."
-    p = dict(in_channels=self.in_channels, out_channels=self.out_channels, model_channels=self.model_channels,
-             attention_resolutions=[2 ** l for l in sorted(self.attention_levels, reverse=True)], num_res_blocks=self.num_res_blocks,
-             channel_mult=list(self.channel_mult), transformer_depth=self.transformer_depth, context_dim=self.context_dim,
-             use_linear_in_transformer=self.use_linear)
-    p.update(num_heads=self.num_heads) if self.num_heads else p.update(num_head_channels=self.num_head_channels)
-    return p
+    def forward(self,
+                x: torch.Tensor,  # (B, in_channels, H, W) noisy latents, any H and W
+                t,  # Timestep(s): a number, a 0-d tensor or a (B,) tensor
+                context: torch.Tensor,  # (B, M, context_dim) text encoder output
+               ) -> torch.Tensor:  # (B, out_channels, H, W)
+        "Predict eps (or v) for the noisy latents `x` at timestep `t`, conditioned on `context`."
+        t = torch.as_tensor(t, device=x.device)
+        self._check_inputs(x, t, context)
+        t = t.expand(x.shape[0])  # a number -> (B,)
+        temb = self.time_embed(timestep_embedding(t, self.cfg.channels).to(x.dtype))  # (B, 4·channels)
+        skips, h = [], x
+        for block in self.input_blocks:
+            h = block(h, temb, context); skips.append(h)
+        h = self.middle_block(h, temb, context)
+        for block in self.output_blocks:
+            h = torch.cat([h, skips.pop()], dim=1)  # (B, C, H, W) ++ (B, C_skip, H, W) -> (B, C + C_skip, H, W)
+            h = block(h, temb, context, skips[-1].shape[2:] if skips else None)  # an Upsample meets the next skip's size
+        return self.out(h)
