@@ -16,8 +16,9 @@ the four ways in rotating order (A B C D, B C D A, ...), `--reps` times each, an
 The cost model of chapter 2: PyTorch's time is alpha*|W| (the weight copy) + beta*|W|*P (the convolution), the
 matmul's gamma*|W|*P + im2col, with |W| the weight's size and P = B*H_out*W_out the output positions. A child
 process runs each shape with ONEDNN_VERBOSE=1, which makes oneDNN print each primitive it executes with its time:
-the weight copy ("reorder" of the weight's shape) and the convolution, separately. Per shape we print alpha, beta,
-gamma and the break-even P* = alpha / (gamma - beta): the matmul is the faster below it. The same child runs the
+the weight copy ("reorder" of the weight's shape) and the convolution, separately; between those calls it times the
+matmul, so that the three terms are measured under the same load. Per shape we print alpha, beta, gamma (from the
+child's medians) and the break-even P* = alpha / (gamma - beta): the matmul is the faster below it. The same child runs the
 channels-last call too and reports its weight copy (cl_reorder_ms): channels-last does not avoid it. Last, the total over one
 forward (each shape times the number of layers that have it) for each way, for the rule `GemmConv2d` uses
 (matmul at or below `GemmConv2d.max_positions`), and for the best of pytorch/matmul per shape.
@@ -37,17 +38,19 @@ from sd_book.unet import UNet, UNetConfig  # noqa: E402
 WAYS = ('pytorch', 'matmul', 'prepacked', 'channels_last')
 
 VERBOSE_CHILD = """
-import json, sys, torch, torch.nn.functional as F
+import json, sys, time, torch, torch.nn.functional as F
+sys.path.insert(0, {root!r})
+from sd_book.resnet import conv2d_gemm
 torch.manual_seed(0)
 for xs, ws, stride, padding in json.loads(sys.argv[1]):
     x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
+    xc, wc = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        F.conv2d(x, w, b, stride, padding)  # warm-up: primitive creation
-        for r in range({reps}):
+        F.conv2d(x, w, b, stride, padding); F.conv2d(xc, wc, b, stride, padding); conv2d_gemm(x, w, b, stride, padding)
+        for r in range({reps}):  # the matmul timed between oneDNN's calls, so that all three see the same load
             print('@@', json.dumps([xs, ws, stride, padding]), flush=True); F.conv2d(x, w, b, stride, padding)
-        xc, wc = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
-        F.conv2d(xc, wc, b, stride, padding)
-        for r in range({reps}):
+            t0 = time.perf_counter(); conv2d_gemm(x, w, b, stride, padding)
+            print('@@mm', (time.perf_counter() - t0) * 1e3, flush=True)
             print('@@cl', json.dumps([xs, ws, stride, padding]), flush=True); F.conv2d(xc, wc, b, stride, padding)
 """
 
@@ -67,13 +70,15 @@ def conv_inputs(batch, size):
 
 
 def onednn_split(keys, reps):
-    "{(layout, key): (median ms of the weight copy, median ms of the convolution)} from oneDNN's verbose log, in a child process."
+    "{(layout, key): (median ms of the weight copy, of the convolution)} and {key: median ms of the matmul}, in a child process."
     arg = json.dumps([[list(xs), list(ws), list(s), list(p)] for xs, ws, s, p in keys])
-    r = subprocess.run([sys.executable, '-c', VERBOSE_CHILD.replace('{reps}', str(reps)), arg], capture_output=True,
-                       text=True, env={**os.environ, 'ONEDNN_VERBOSE': '1'})
-    times, cur = {}, None
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+    r = subprocess.run([sys.executable, '-c', VERBOSE_CHILD.replace('{reps}', str(reps)).replace('{root!r}', repr(root)), arg],
+                       capture_output=True, text=True, env={**os.environ, 'ONEDNN_VERBOSE': '1'})
+    times, mm, cur = {}, {}, None
     for line in r.stdout.splitlines():
-        if line.startswith('@@'):
+        if line.startswith('@@mm '): mm.setdefault(cur[1], []).append(float(line.split()[1]))
+        elif line.startswith('@@'):
             layout, spec = line.split(' ', 1)
             xs, ws, s, p = json.loads(spec); cur = (layout == '@@cl', (tuple(xs), tuple(ws), tuple(s), tuple(p)))
             times.setdefault(cur, []).append([0.0, 0.0])
@@ -81,7 +86,8 @@ def onednn_split(keys, reps):
             f = line.split(',')
             if f[5] == 'reorder' and f[-2] == 'x'.join(map(str, cur[1][1])): times[cur][-1][0] += float(f[-1])
             elif f[5] == 'convolution': times[cur][-1][1] += float(f[-1])
-    return {k: tuple(statistics.median(v[i] for v in runs) for i in (0, 1)) for k, runs in times.items()}
+    return ({k: tuple(statistics.median(v[i] for v in runs) for i in (0, 1)) for k, runs in times.items()},
+            {k: statistics.median(v) for k, v in mm.items()})
 
 
 def ways(mod, x, stride, padding):
@@ -105,7 +111,7 @@ def main():
     a = p.parse_args()
     print(header(f'SD 1 UNet convolutions, batch {a.batch}, latent {a.size}x{a.size}, float32 CPU'))
     inputs = conv_inputs(a.batch, a.size)
-    split = onednn_split(list(inputs), a.verbose_reps)
+    split, mm_child = onednn_split(list(inputs), a.verbose_reps)
     totals = dict.fromkeys(WAYS + ('policy', 'best'), 0.0)
     worst = dict.fromkeys(WAYS[1:], 0.0)
     fit = []  # (|W| MB, alpha, gamma - beta, break-even P*) per shape
@@ -124,7 +130,7 @@ def main():
             mb = mod.weight.numel() * 4 / 2**20
             reorder, conv = split.get((False, key), (float('nan'), float('nan')))
             cl_reorder = split.get((True, key), (float('nan'),))[0]
-            alpha, beta, gamma = reorder / mb, conv / (mb * n), med['matmul'] / (mb * n)
+            alpha, beta, gamma = reorder / mb, conv / (mb * n), mm_child.get(key, float('nan')) / (mb * n)
             breakeven = alpha / (gamma - beta) if gamma > beta else float('inf')
             fit.append((mb, alpha, gamma - beta, breakeven))
             use_mm = n <= GemmConv2d.max_positions  # the rule GemmConv2d applies on the CPU in float32
