@@ -20,8 +20,8 @@ the weight copy ("reorder" of the weight's shape) and the convolution, separatel
 matmul, so that the three terms are measured under the same load. Per shape we print alpha, beta, gamma (from the
 child's medians) and the break-even P* = alpha / (gamma - beta): the matmul is the faster below it. The same child runs the
 channels-last call too and reports its weight copy (cl_reorder_ms): channels-last does not avoid it. Last, the total over one
-forward (each shape times the number of layers that have it) for each way, for the rule `GemmConv2d` uses
-(matmul at or below `GemmConv2d.max_positions`), and for the best of pytorch/matmul per shape.
+forward (each shape times the number of layers that have it) for each way, for the rule `use_gemm_convs` applies
+(matmul for kernels larger than 1x1 at or below `GemmConv2d.max_positions` positions), and for the best of pytorch/matmul per shape.
 Not a test: it prints numbers, it asserts nothing.
 """
 import argparse, json, os, statistics, subprocess, sys, time
@@ -32,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machine import header  # noqa: E402
-from sd_book.resnet import GemmConv2d, conv2d_gemm  # noqa: E402
+from sd_book.resnet import GemmConv2d, _gemm_eligible, conv2d_gemm  # noqa: E402
 from sd_book.unet import UNet, UNetConfig  # noqa: E402
 
 WAYS = ('pytorch', 'matmul', 'prepacked', 'channels_last')
@@ -43,6 +43,7 @@ sys.path.insert(0, {root!r})
 from sd_book.resnet import conv2d_gemm
 torch.manual_seed(0)
 for xs, ws, stride, padding in json.loads(sys.argv[1]):
+    stride, padding = tuple(stride), tuple(padding)
     x, w, b = torch.randn(xs), torch.randn(ws), torch.randn(ws[0])
     xc, wc = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
@@ -133,7 +134,7 @@ def main():
             alpha, beta, gamma = reorder / mb, conv / (mb * n), mm_child.get(key, float('nan')) / (mb * n)
             breakeven = alpha / (gamma - beta) if gamma > beta else float('inf')
             fit.append((mb, alpha, gamma - beta, breakeven))
-            use_mm = n <= GemmConv2d.max_positions  # the rule GemmConv2d applies on the CPU in float32
+            use_mm = _gemm_eligible(mod) and n <= GemmConv2d.max_positions  # what use_gemm_convs does on the CPU in float32
             for k in WAYS: totals[k] += count * med[k]
             totals['policy'] += count * med['matmul' if use_mm else 'pytorch']
             totals['best'] += count * min(med['pytorch'], med['matmul'])
@@ -151,7 +152,7 @@ def main():
               f'break-even P* median {statistics.median(f[3] for f in big):.0f} '
               f'(range {min(f[3] for f in big):.0f}..{max(f[3] for f in big):.0f})')
     print(f"one forward's convolutions (ms): " + ' | '.join(f'{k} {totals[k]:.0f}' for k in WAYS) +
-          f" | policy (matmul at P <= {GemmConv2d.max_positions}) {totals['policy']:.0f} | best of pytorch/matmul "
+          f" | policy (matmul for k > 1 at P <= {GemmConv2d.max_positions}) {totals['policy']:.0f} | best of pytorch/matmul "
           f"per shape {totals['best']:.0f}")
     print('relative to pytorch: ' + ' | '.join(f"{k} {totals[k] / totals['pytorch']:.2f}"
                                                for k in WAYS[1:] + ('policy', 'best')))

@@ -134,10 +134,12 @@ class SpatialTransformer(nn.Module):
 # %% ../nbs/03_attention.ipynb #7eb90029
 class AttnBlock(nn.Module):
     "The VAE's single-head self-attention over pixels, with 1×1 convs as projections and a residual."
-    def __init__(self, in_channels: int):  # Channels (divisible by 32)
+    def __init__(self,
+                 in_channels: int,  # Channels (divisible by `groups`)
+                 groups: int = 32):  # GroupNorm groups (SD: 32)
         super().__init__()
-        if in_channels % 32: raise ValueError(f"AttnBlock: in_channels={in_channels} must be divisible by 32 (GroupNorm groups)")
-        self.norm = nn.GroupNorm(32, in_channels, eps=1e-6)
+        if in_channels % groups: raise ValueError(f"AttnBlock: in_channels={in_channels} must be divisible by groups={groups} (GroupNorm)")
+        self.norm = nn.GroupNorm(groups, in_channels, eps=1e-6)
         self.q, self.k, self.v, self.proj_out = (nn.Conv2d(in_channels, in_channels, 1) for _ in range(4))
 
     def forward(self, x):  # (B, C, H, W) -> (B, C, H, W)

@@ -15,6 +15,7 @@ from .utils import default_device
 from .schedulers import SAMPLERS, check_strength, get_scheduler
 from .loading import is_hub_id
 from .pipeline import StableDiffusion
+from .train import add_train_parser
 
 # %% ../nbs/90_cli.ipynb #b5855d1d
 A1111_SAMPLERS = {'ddim': 'DDIM', 'ddpm': 'DDPM', 'euler': 'Euler', 'euler_a': 'Euler a', 'dpmpp_2m': 'DPM++ 2M'}
@@ -54,7 +55,7 @@ def add_generate(sub) -> None:
     g.add_argument('--dtype', default='float32', choices=['float32', 'float16', 'bfloat16'])
     g.set_defaults(run=generate)
 
-COMMANDS = [add_generate]  # each adds one subcommand; chapters 11-13 add `train`
+COMMANDS = [add_generate, add_train_parser]  # each adds one subcommand: `generate` (here) and `train` (chapters 11-13)
 
 def make_parser() -> argparse.ArgumentParser:
     "The `sd-book` argument parser: one subcommand per function in `COMMANDS`."

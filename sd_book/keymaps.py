@@ -60,7 +60,7 @@ def resnet_pairs(ours: str = '', theirs: str = '') -> list:
 def unet_pairs(c: UNetConfig) -> list:
     "(ours, diffusers) prefix pairs for every block of the UNet `c`, found by walking its levels."
     P = [('time_embed.0.', 'time_embedding.linear_1.'), ('time_embed.2.', 'time_embedding.linear_2.'), ('input_blocks.0.0.', 'conv_in.'),
-         ('out.0.', 'conv_norm_out.'), ('out.2.', 'conv_out.')]
+         ('out.0.', 'conv_norm_out.'), ('out.2.', 'conv_out.')] + ([('label_emb.', 'class_embedding.')] if c.num_classes else [])
     L, R, n = len(c.channel_mult), c.num_res_blocks, 1
     for i in range(L):
         for j in range(R):
@@ -68,7 +68,8 @@ def unet_pairs(c: UNetConfig) -> list:
             if i in c.attention_levels: P.append((f'input_blocks.{n}.1.', f'down_blocks.{i}.attentions.{j}.'))
             n += 1
         if i < L - 1: P.append((f'input_blocks.{n}.0.op.', f'down_blocks.{i}.downsamplers.0.conv.')); n += 1
-    P += resnet_pairs('middle_block.0.', 'mid_block.resnets.0.') + [('middle_block.1.', 'mid_block.attentions.0.')] + resnet_pairs('middle_block.2.', 'mid_block.resnets.1.')
+    P += resnet_pairs('middle_block.0.', 'mid_block.resnets.0.')  # without attention, the whole middle block
+    if c.mid_attention: P += [('middle_block.1.', 'mid_block.attentions.0.')] + resnet_pairs('middle_block.2.', 'mid_block.resnets.1.')
     n = 0
     for i, level in enumerate(reversed(range(L))):  # diffusers' up_blocks[0] is the deepest level
         attn = level in c.attention_levels

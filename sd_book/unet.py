@@ -41,6 +41,8 @@ class UNetConfig:
     use_linear: bool = False  # Linear proj_in/proj_out (SD 2) instead of 1x1 convs
     transformer_depth: int = 1  # Transformer blocks per SpatialTransformer
     dropout: float = 0.0
+    num_classes: int | None = None  # Class-conditional: one learned vector per class, added to the time embedding
+    mid_attention: bool = True  # A SpatialTransformer in the middle block (False: a single ResnetBlock there)
 
     def __post_init__(self):
         if (self.num_heads is None) == (self.head_channels is None):
@@ -48,6 +50,13 @@ class UNetConfig:
                              f"got num_heads={self.num_heads}, head_channels={self.head_channels}")
         if bad := [l for l in self.attention_levels if not 0 <= l < len(self.channel_mult)]:
             raise ValueError(f"UNetConfig: attention_levels {bad} out of range; allowed 0..{len(self.channel_mult) - 1}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"UNetConfig: num_classes must be None (no classes) or at least 1, got {self.num_classes}")
+
+    @property
+    def has_attention(self) -> bool:
+        "Whether the UNet has any SpatialTransformer, i.e. needs a `context`."
+        return bool(self.attention_levels) or self.mid_attention
 
     def heads(self, ch: int) -> tuple[int, int]:
         "(num_heads, head_channels) of a SpatialTransformer on `ch` channels."
@@ -57,11 +66,13 @@ class UNetConfig:
 
     def ldm_params(self) -> dict:
         "This config as the `unet_config.params` of the original LDM YAML (`v1-inference.yaml`, `v2-inference.yaml`)."
+        if not self.mid_attention: raise ValueError("UNetConfig.ldm_params: LDM's UNet always has attention in its middle block (mid_attention=True)")
         p = dict(in_channels=self.in_channels, out_channels=self.out_channels, model_channels=self.channels,
                  attention_resolutions=[2 ** l for l in sorted(self.attention_levels, reverse=True)],
                  num_res_blocks=self.num_res_blocks, channel_mult=list(self.channel_mult),
                  transformer_depth=self.transformer_depth, context_dim=self.context_dim, use_linear_in_transformer=self.use_linear)
         p.update(num_heads=self.num_heads) if self.num_heads else p.update(num_head_channels=self.head_channels)
+        if self.num_classes: p['num_classes'] = self.num_classes  # openaimodel's nn.Embedding `label_emb`
         return p
 
     @classmethod
@@ -91,11 +102,12 @@ def res_attn(cfg: UNetConfig, cin: int, cout: int, attn: bool) -> list:
 
 # %% ../nbs/06_unet.ipynb #ba6ff0f6
 class UNet(nn.Module):
-    "Stable Diffusion's UNet: (x_t, t, context) -> eps (or v), with the original `model.diffusion_model.*` names."
+    "Stable Diffusion's UNet: (x_t, t, context[, class]) -> eps (or v), with the original `model.diffusion_model.*` names."
     def __init__(self, cfg: UNetConfig):
         super().__init__()
         self.cfg, ch, c0 = cfg, cfg.channels, cfg.channels
         self.time_embed = nn.Sequential(nn.Linear(c0, 4 * c0), nn.SiLU(), nn.Linear(4 * c0, 4 * c0))
+        if cfg.num_classes: self.label_emb = nn.Embedding(cfg.num_classes, 4 * c0)  # CompVis' name; diffusers' class_embedding
         self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
         skips = [ch]  # channels of every map the down path hands to the up path
         for level, mult in enumerate(cfg.channel_mult):
@@ -104,7 +116,8 @@ class UNet(nn.Module):
                 ch = mult * c0; skips.append(ch)
             if level < len(cfg.channel_mult) - 1:
                 self.input_blocks.append(TimestepSequential(Downsample(ch))); skips.append(ch)
-        self.middle_block = TimestepSequential(*res_attn(cfg, ch, ch, True), ResnetBlock(ch, ch, 4 * c0, cfg.dropout))
+        mid = [*res_attn(cfg, ch, ch, True), ResnetBlock(ch, ch, 4 * c0, cfg.dropout)] if cfg.mid_attention else res_attn(cfg, ch, ch, False)
+        self.middle_block = TimestepSequential(*mid)
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
@@ -114,26 +127,39 @@ class UNet(nn.Module):
                 self.output_blocks.append(TimestepSequential(*layers))
         self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
-    def _check_inputs(self, x, t, context):
-        "Raise a ValueError naming the argument whose shape `forward` cannot use."
-        c = self.cfg
+    def _check_inputs(self, x, t, context, class_labels):
+        "Raise a ValueError naming the argument that `forward` cannot use, and what it accepts."
+        c, B = self.cfg, x.shape[0]
         if x.ndim != 4 or x.shape[1] != c.in_channels:
             raise ValueError(f"UNet: x must be (B, in_channels={c.in_channels}, H, W), got shape {tuple(x.shape)}")
-        if t.ndim > 1 or t.numel() not in (1, x.shape[0]):
-            raise ValueError(f"UNet: t must be a number or a (B,) = ({x.shape[0]},) tensor, got shape {tuple(t.shape)}")
-        if context.ndim != 3 or context.shape[-1] != c.context_dim:
+        if t.ndim > 1 or t.numel() not in (1, B):
+            raise ValueError(f"UNet: t must be a number or a (B,) = ({B},) tensor, got shape {tuple(t.shape)}")
+        if context is None and c.has_attention:
+            raise ValueError(f"UNet: context is required (this UNet has SpatialTransformers): a (B, M, context_dim={c.context_dim}) tensor")
+        if context is not None and (context.ndim != 3 or context.shape[-1] != c.context_dim):
             raise ValueError(f"UNet: context must be (B, M, context_dim={c.context_dim}), got shape {tuple(context.shape)}")
+        if c.num_classes is None:
+            if class_labels is not None: raise ValueError("UNet: class_labels must be None: this UNet has no classes (num_classes=None)")
+            return
+        labels = f"a (B,) = ({B},) integer tensor of classes 0..{c.num_classes - 1}"
+        if class_labels is None: raise ValueError(f"UNet: class_labels is required (num_classes={c.num_classes}): {labels}")
+        if class_labels.shape != (B,) or class_labels.is_floating_point() or class_labels.is_complex():
+            raise ValueError(f"UNet: class_labels must be {labels}, got {class_labels.dtype} of shape {tuple(class_labels.shape)}")
+        if class_labels.device.type == 'cpu' and not 0 <= class_labels.min() <= class_labels.max() < c.num_classes:  # elsewhere: no sync
+            raise ValueError(f"UNet: class_labels must be {labels}, got values {class_labels.min().item()}..{class_labels.max().item()}")
 
     def forward(self,
                 x: torch.Tensor,  # (B, in_channels, H, W) noisy latents, any H and W
                 t,  # Timestep(s): a number, a 0-d tensor or a (B,) tensor
-                context: torch.Tensor,  # (B, M, context_dim) text encoder output
+                context: torch.Tensor | None = None,  # (B, M, context_dim) text encoder output; None only without attention
+                class_labels: torch.Tensor | None = None,  # (B,) integer classes, iff `cfg.num_classes` is set
                ) -> torch.Tensor:  # (B, out_channels, H, W)
-        "Predict eps (or v) for the noisy latents `x` at timestep `t`, conditioned on `context`."
+        "Predict eps (or v) for the noisy latents `x` at timestep `t`, conditioned on `context` and/or `class_labels`."
         t = torch.as_tensor(t, device=x.device)
-        self._check_inputs(x, t, context)
+        self._check_inputs(x, t, context, class_labels)
         t = t.expand(x.shape[0])  # a number -> (B,)
         temb = self.time_embed(timestep_embedding(t, self.cfg.channels).to(x.dtype))  # (B, 4·channels)
+        if self.cfg.num_classes: temb = temb + self.label_emb(class_labels).to(x.dtype)  # (B, 4·channels), as CompVis and diffusers
         skips, h = [], x
         for block in self.input_blocks:
             h = block(h, temb, context); skips.append(h)

@@ -25,6 +25,7 @@ class VAEConfig:
     num_res_blocks: int = 2  # ResnetBlocks per encoder level (the decoder has one more)
     latent_channels: int = 4  # Channels of the latent
     mid_attention: bool = True  # Self-attention in the middle blocks (SD: True; chapter 11 measures what it buys)
+    norm_groups: int = 32  # GroupNorm groups everywhere (SD: 32; diffusers' `norm_num_groups`)
     scaling_factor: float = 0.18215  # Multiply latents by this before diffusion (≈ 1/std of SD's latents)
 
     @property
@@ -42,18 +43,19 @@ class MidBlock(nn.Module):
     "ResnetBlock → self-attention over all positions → ResnetBlock, at the lowest resolution."
     def __init__(self,
                  channels: int,  # Channels (unchanged)
-                 attention: bool = True):  # False: no attention, the two ResnetBlocks only
+                 attention: bool = True,  # False: no attention, the two ResnetBlocks only
+                 groups: int = 32):  # GroupNorm groups
         super().__init__()
-        self.block_1, self.block_2 = ResnetBlock(channels, eps=1e-6), ResnetBlock(channels, eps=1e-6)
-        self.attn_1 = AttnBlock(channels) if attention else nn.Identity()
+        self.block_1, self.block_2 = (ResnetBlock(channels, eps=1e-6, groups=groups) for _ in range(2))
+        self.attn_1 = AttnBlock(channels, groups) if attention else nn.Identity()
 
     def forward(self, x): return self.block_2(self.attn_1(self.block_1(x)))  # (B, C, h, w) -> same
 
 # %% ../nbs/04_vae.ipynb #1c9d60ee
-def _level(c_in: int, c_out: int, n_blocks: int) -> nn.Module:
+def _level(c_in: int, c_out: int, n_blocks: int, groups: int) -> nn.Module:
     "One resolution level: `block` (ResnetBlocks c_in→c_out); the caller adds the resampler."
     level = nn.Module()
-    level.block = nn.ModuleList([ResnetBlock(c_in if j == 0 else c_out, c_out, eps=1e-6) for j in range(n_blocks)])
+    level.block = nn.ModuleList([ResnetBlock(c_in if j == 0 else c_out, c_out, eps=1e-6, groups=groups) for j in range(n_blocks)])
     return level
 
 class Encoder(nn.Module):
@@ -64,12 +66,12 @@ class Encoder(nn.Module):
         self.conv_in = nn.Conv2d(cfg.in_channels, cfg.channels, 3, padding=1)
         self.down = nn.ModuleList()
         for i in range(len(cfg.channel_mult)):
-            level = _level(chs[i], chs[i + 1], cfg.num_res_blocks)
+            level = _level(chs[i], chs[i + 1], cfg.num_res_blocks, cfg.norm_groups)
             last = i == len(cfg.channel_mult) - 1
             level.downsample = nn.Identity() if last else Downsample(chs[i + 1], pad_asymmetric=True)
             self.down.append(level)
-        self.mid = MidBlock(chs[-1], cfg.mid_attention)
-        self.norm_out = nn.GroupNorm(32, chs[-1], eps=1e-6)
+        self.mid = MidBlock(chs[-1], cfg.mid_attention, cfg.norm_groups)
+        self.norm_out = nn.GroupNorm(cfg.norm_groups, chs[-1], eps=1e-6)
         self.conv_out = nn.Conv2d(chs[-1], 2 * cfg.latent_channels, 3, padding=1)
 
     def forward(self, x):
@@ -86,13 +88,13 @@ class Decoder(nn.Module):
         super().__init__()
         chs, n = [cfg.channels * m for m in cfg.channel_mult], len(cfg.channel_mult)
         self.conv_in = nn.Conv2d(cfg.latent_channels, chs[-1], 3, padding=1)
-        self.mid = MidBlock(chs[-1], cfg.mid_attention)
+        self.mid = MidBlock(chs[-1], cfg.mid_attention, cfg.norm_groups)
         self.up = nn.ModuleList()
         for i in range(n):  # level i is entered from level i+1 (or from mid, for the last level)
-            level = _level(chs[min(i + 1, n - 1)], chs[i], cfg.num_res_blocks + 1)
+            level = _level(chs[min(i + 1, n - 1)], chs[i], cfg.num_res_blocks + 1, cfg.norm_groups)
             level.upsample = Upsample(chs[i]) if i > 0 else nn.Identity()
             self.up.append(level)
-        self.norm_out = nn.GroupNorm(32, chs[0], eps=1e-6)
+        self.norm_out = nn.GroupNorm(cfg.norm_groups, chs[0], eps=1e-6)
         self.conv_out = nn.Conv2d(chs[0], cfg.out_channels, 3, padding=1)
 
     def forward(self, z):

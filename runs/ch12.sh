@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Chapter 12's training runs: the class-conditional latent diffusion model on MNIST and its comparisons
+# (nbs/12_ldm_training.ipynb, the cells flagged `train`, run the same commands and show what they write).
+# Each run is the `cpu` preset on 2 CPU threads, on chapter 11's autoencoder (runs/ch11/kl: run runs/ch11.sh kl first).
+# Running this again resumes a run that was interrupted and re-measures a finished one (--resume).
+#   bash runs/ch12.sh                 # all runs, one after the other
+#   bash runs/ch12.sh eps flow        # only these
+#   PRESET=gpu EXTRA="--device cuda --eval-per-class 1000 --cas" bash runs/ch12.sh eps   # on a GPU (writes runs/ch12_gpu/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+SD_BOOK="${SD_BOOK:-sd-book}"   # the `sd-book` command (its `train ldm` subcommand comes from sd_book.ldm.add_parser)
+AE="${AE:-runs/ch11/kl}"
+PRESET="${PRESET:-cpu}"
+OUT="runs/ch12$([ "$PRESET" = cpu ] || echo "_$PRESET")"
+declare -A RUNS=(
+  [eps]="--data mnist --cond class --objective eps"
+  [v]="--data mnist --cond class --objective v"
+  [flow]="--data mnist --cond class --objective flow"
+  [eps_min_snr]="--data mnist --cond class --objective eps --min-snr 5"
+  [uncond]="--data mnist --cond none --objective eps"
+)
+ORDER=(eps v flow eps_min_snr uncond)
+for name in "${@:-${ORDER[@]}}"; do
+  echo "\$ $SD_BOOK train ldm --autoencoder $AE ${RUNS[$name]} --preset $PRESET ${EXTRA:-} --out $OUT/$name"
+  $SD_BOOK train ldm --autoencoder "$AE" ${RUNS[$name]} --preset "$PRESET" ${EXTRA:-} --out "$OUT/$name" --resume --no-progress
+done
+# The main run's sweep over guidance scales and sampler steps (EMA weights), written to its eval.json:
+#   sd-book train ldm --autoencoder runs/ch11/kl --data mnist --preset cpu --out runs/ch12/eps --resume --sweep-guidance 1,2,3,5 --sweep-steps 10,20,50
