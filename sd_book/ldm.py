@@ -72,10 +72,10 @@ class LatentDataset(torch.utils.data.Dataset):
 OBJECTIVES = ('eps', 'v', 'flow')
 
 def training_pair(x0, noise, u, objective: str, abar) -> tuple:
-    "The network's input, its timestep argument, its target and the SNR of a noise level: `u` is t (int, eps/v: ᾱ = abar[t]) or σ in (0, 1) (flow)."
+    "The network's input, its timestep argument, its target and the SNR of a noise level: `u` is t (int, eps/v: ᾱ = abar[t]) or the flow level τ in (0, 1) (chapter 7: σ is kept for the σ scale)."
     if objective == 'flow':
         s = u.reshape(-1, *(1,) * (x0.ndim - 1)).to(x0.dtype)
-        return (1 - s) * x0 + s * noise, u * 1000, noise - x0, ((1 - u) / u) ** 2  # x_σ; timestep σ·1000; v = ε − x0; SNR
+        return (1 - s) * x0 + s * noise, u * 1000, noise - x0, ((1 - u) / u) ** 2  # x_τ; timestep τ·1000; v = ε − x0; SNR
     ab = abar[u]
     return q_sample(x0, noise, ab), u, noise if objective == 'eps' else velocity(x0, noise, ab), snr(ab)
 
@@ -118,7 +118,7 @@ def generate(unet: UNet, vae: AutoencoderKL, labels, objective: str = 'eps', ste
 
 # %% ../nbs/12_ldm_training.ipynb #f148c03a
 class LDMTask:
-    "What `Trainer` needs to train a UNet on cached latents: eps/v (uniform t, SD's schedule) or flow (logit-normal σ), optional min-SNR-γ, label dropout for guidance."
+    "What `Trainer` needs to train a UNet on cached latents: eps/v (uniform t, SD's schedule) or flow (logit-normal τ), optional min-SNR-γ, label dropout for guidance."
     def __init__(self, unet: UNet, vae: AutoencoderKL, objective: str = 'eps', min_snr: float | None = None, label_dropout: float = 0.1,
                  sample_steps: int = 20, guidance: float = 3.0, sampler: str = 'ddim', size: int = 32):
         self.unet, self.net, self.vae, self.objective, self.min_snr, self.p = unet, unet, vae.eval().requires_grad_(False), objective, min_snr, label_dropout
@@ -134,7 +134,7 @@ class LDMTask:
         "Yield the UNet's loss: noise a latent batch to random levels, predict the target, MSE (min-SNR weighted if asked)."
         x0 = batch['latent']
         noise, g, drop = rand.randn(*x0.shape[1:]), rand.randn(), rand.rand() < self.p  # the same draws whatever the objective
-        u = torch.sigmoid(g) if self.objective == 'flow' else rand.randint(len(self.abar))  # σ logit-normal, or t uniform in [0, T)
+        u = torch.sigmoid(g) if self.objective == 'flow' else rand.randint(len(self.abar))  # τ logit-normal, or t uniform in [0, T)
         xt, t, target, snr_t = training_pair(x0, noise, u, self.objective, self.abar.to(x0.device))
         kw = {}
         if self.null is not None: kw['class_labels'] = torch.where(drop, self.null, batch['label'])
