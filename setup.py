@@ -24,7 +24,7 @@ setuptools.setup(
                  'Natural Language :: ' + cfg['language'].title()]
                 + ['Programming Language :: Python :: ' + v for v in py_versions[py_versions.index(min_python):]],
     url=cfg['git_url'], packages=setuptools.find_packages(include=['sd_book', 'sd_book.*']),
-    include_package_data=True, package_data={'sd_book': ['assets/*']},
+    include_package_data=True, package_data={'sd_book': ['assets/*', 'assets/book_model/*', 'assets/book_model/*/*']},
     install_requires=requirements, extras_require={'colab': colab_requirements, 'dev': dev_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(), long_description_content_type='text/markdown',

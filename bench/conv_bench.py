@@ -151,7 +151,7 @@ def main():
               f'gamma - beta {statistics.median(f[2] for f in big) * 1e3:.2f}e-3 ms/(MB*position), '
               f'break-even P* median {statistics.median(f[3] for f in big):.0f} '
               f'(range {min(f[3] for f in big):.0f}..{max(f[3] for f in big):.0f})')
-    print(f"one forward's convolutions (ms): " + ' | '.join(f'{k} {totals[k]:.0f}' for k in WAYS) +
+    print("one forward's convolutions (ms): " + ' | '.join(f'{k} {totals[k]:.0f}' for k in WAYS) +
           f" | policy (matmul for k > 1 at P <= {GemmConv2d.max_positions}) {totals['policy']:.0f} | best of pytorch/matmul "
           f"per shape {totals['best']:.0f}")
     print('relative to pytorch: ' + ' | '.join(f"{k} {totals[k] / totals['pytorch']:.2f}"

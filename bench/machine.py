@@ -1,21 +1,10 @@
-"""The header every stored benchmark starts with: when, where (CPU model, cores, threads, load), which torch."""
-import os, platform, subprocess, time
+"""The header every stored benchmark starts with: when, what, and where, from the book's one description of a machine
+(`sd_book.train.machine_info`: CPU model as lscpu names it, cores, threads, load, GPU, torch), plus the CPU's widest
+vector extension, which decides which oneDNN kernels run."""
+import os, platform, sys, time
 
-import torch
-
-
-def cpu_model() -> str:
-    "The CPU's model name as `lscpu` prints it (else /proc/cpuinfo, else platform.processor())."
-    try:
-        out = subprocess.run(['lscpu'], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.startswith('Model name:'): return line.split(':', 1)[1].strip()
-    except (OSError, subprocess.SubprocessError): pass
-    try:
-        for line in open('/proc/cpuinfo'):
-            if line.startswith('model name'): return line.split(':', 1)[1].strip()
-    except OSError: pass
-    return platform.processor() or 'unknown CPU'
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from sd_book.train import machine_info  # noqa: E402
 
 
 def cpu_flags() -> str:
@@ -26,7 +15,9 @@ def cpu_flags() -> str:
 
 
 def header(what: str) -> str:
-    "One line: date, torch version, CPU model, its vector width, cores, threads used, load average."
-    return (f'{time.strftime("%Y-%m-%d %H:%M %Z")} | {what} | torch {torch.__version__} | machine {platform.node()} '
-            f'{platform.machine()} | CPU {cpu_model()} ({cpu_flags()}) | {os.cpu_count()} CPUs, '
-            f'threads {torch.get_num_threads()} | load avg {os.getloadavg()[0]:.1f}')
+    "One line: date, what is measured, torch version, host, CPU model and vector width, cores, threads used, load average, GPU if any."
+    m = machine_info()
+    gpu = f' | GPU {m["gpu"]}' if m['gpu'] else ''
+    return (f'{time.strftime("%Y-%m-%d %H:%M %Z")} | {what} | torch {m["torch"]} | machine {platform.node()} '
+            f'{platform.machine()} | CPU {m["cpu"]} ({cpu_flags()}) | {m["cores"]} CPUs, threads {m["threads"]} | '
+            f'load avg {m["load_avg"]}{gpu}')

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Chapter 11's training runs: the book's autoencoder and its ablations (nbs/11_vae_training.ipynb, the cells flagged
-# `train`, run the same commands and show what they write). Each run is the `cpu` preset on 2 CPU threads.
+# `train`, run the same commands and show what they write). Each run is the `cpu` preset on 2 CPU threads
+# (the stored ablations ran two at a time with OMP_NUM_THREADS=1: `OMP_NUM_THREADS=1 bash runs/ch11.sh vq &`, ...).
 # Running this again resumes a run that was interrupted and re-measures a finished one (--resume).
 #   bash runs/ch11.sh            # all six runs, one after the other
 #   bash runs/ch11.sh kl vq      # only these

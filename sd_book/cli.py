@@ -46,7 +46,7 @@ def add_generate(sub) -> None:
     g.add_argument('--karras', action='store_true', help='Karras noise levels (euler, euler_a, dpmpp_2m)')
     g.add_argument('--guidance', type=float, default=7.5, help='classifier-free guidance scale w (default 7.5)')
     g.add_argument('--seed', type=int, default=None, help='random seed (default: a fresh one, recorded in the PNG)')
-    g.add_argument('--size', type=_size, default=None, help='WxH in pixels, multiples of 8 (default 512x512, or the --init image size)')
+    g.add_argument('--size', type=_size, default=None, help="WxH in pixels, multiples of 8 (default: the model's own size, e.g. 512x512 for SD 1.5, or the --init image size)")
     g.add_argument('--init', help='image → image: the starting image')
     g.add_argument('--strength', type=float, default=0.8, help='with --init: how much to repaint, 0..1 (default 0.8)')
     g.add_argument('--mask', help='with --init: inpainting mask, white = repaint')
@@ -120,7 +120,7 @@ def generate(a: argparse.Namespace, p: argparse.ArgumentParser) -> list:  # the 
     init, mask = check_generate(a, p)
     load = StableDiffusion.from_pretrained if Path(a.weights).is_dir() or not Path(a.weights).exists() else StableDiffusion.from_single_file
     pipe = load(a.weights).to(a.device or default_device(), getattr(torch, a.dtype))
-    w, h = a.size or (init.size if init else (512, 512))
+    w, h = a.size or (init.size if init else (pipe.default_size,) * 2)  # the model's training size
     seed = a.seed if a.seed is not None else random.randrange(2 ** 32)
     imgs = pipe(a.prompt, negative_prompt=a.negative or None, height=h, width=w, steps=a.steps, guidance_scale=a.guidance,
                 sampler=a.sampler, karras=a.karras, seed=seed, init_image=init, strength=a.strength, num_images=a.n, mask_image=mask)

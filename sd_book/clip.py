@@ -79,16 +79,18 @@ def bpe(
 class Tokenizer:
     "CLIP's byte-level BPE tokenizer: prompts -> `(B, max_length)` token ids, as Stable Diffusion uses it."
     def __init__(self,
-        pad_id: int = 49407,  # Id after the end token: 49407 (SD 1.x, the end token itself) or 0 (SD 2.x, `!`)
+        pad_id: int | None = None,  # Id after the end token: None, the end token itself (SD 1.x: 49407), or 0 (SD 2.x, `!`)
         max_length: int = 77,  # Length of each row, start and end tokens included
         merges_path=None,  # The gzipped merges file; default: the one shipped in `sd_book/assets`
+        merges: list | None = None,  # Or the merge rules themselves, highest priority first (a vocabulary learned elsewhere: chapter 13's)
     ):
-        merges = load_merges(merges_path)
+        merges = load_merges(merges_path) if merges is None else [tuple(m) for m in merges]
         self.vocab = build_vocab(merges)  # token -> id
         self.tokens = list(self.vocab)  # id -> token
         self.ranks = {m: r for r, m in enumerate(merges)}
         self.byte_encoder = bytes_to_unicode()
         self.byte_decoder = {c: b for b, c in self.byte_encoder.items()}
+        pad_id = self.vocab[EOS] if pad_id is None else pad_id
         if not 0 <= pad_id < len(self.vocab): raise ValueError(f"Tokenizer: pad_id must be in [0, {len(self.vocab)}), got {pad_id}")
         if max_length < 2: raise ValueError(f"Tokenizer: max_length must be at least 2 (start and end tokens), got {max_length}")
         self.bos_id, self.eos_id, self.pad_id, self.max_length = self.vocab[BOS], self.vocab[EOS], pad_id, max_length

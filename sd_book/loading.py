@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['NOT_SUPPORTED', 'WEIGHT_STEMS', 'detect_family', 'unet_state_dict', 'open_clip_to_hf', 'check_state_dict',
-           'drop_position_ids', 'build', 'from_original', 'load_single_file', 'is_hub_id', 'load_pretrained',
-           'save_pretrained', 'CheckpointError', 'PICKLE_SUFFIXES']
+           'drop_position_ids', 'build', 'from_original', 'load_single_file', 'load_tokenizer', 'is_hub_id',
+           'load_pretrained', 'save_tokenizer', 'save_pretrained', 'save_unet', 'load_unet', 'CheckpointError',
+           'PICKLE_SUFFIXES']
 
 # %% ../nbs/09_weight_loading.ipynb #3d2f476f
 import json, re
@@ -168,12 +169,23 @@ def _weights(folder: Path, stems: tuple, variant) -> Path:
     found = [p.name for p in folder.iterdir()] if folder.is_dir() else []
     raise FileNotFoundError(f"{folder}: no {stems[0]}{v}.safetensors or .bin (variant={variant!r}); found: {_few(found) or 'nothing'}")
 
-def _pad_id(folder: Path) -> int:
-    "The id of the padding token a tokenizer folder names (SD 1: '<|endoftext|>' 49407, SD 2: '!' 0)."
+def _pad_token(folder: Path) -> str:
+    "The padding token a tokenizer folder names (SD 1: '<|endoftext|>', SD 2: '!')."
     for name in ('special_tokens_map.json', 'tokenizer_config.json'):
         if (f := folder / name).is_file() and (p := json.loads(f.read_text()).get('pad_token')):
-            return clip_token_id(p['content'] if isinstance(p, dict) else p)
-    return clip_token_id(EOS)
+            return p['content'] if isinstance(p, dict) else p
+    return EOS
+
+def load_tokenizer(folder, max_length: int = 77) -> Tokenizer:
+    "A diffusers folder's `tokenizer/`: its own `merges.txt` (checked against its `vocab.json`) if it has one, else CLIP's; the padding it names."
+    folder, merges = Path(folder), None
+    if (f := folder / 'merges.txt').is_file():  # '#version: 0.2', then one merge per line
+        merges = [tuple(l.split()) for l in f.read_text(encoding='utf-8').splitlines()[1:] if l.strip()]
+    tok = Tokenizer(max_length=max_length, merges=merges)
+    if (v := folder / 'vocab.json').is_file() and json.loads(v.read_text(encoding='utf-8')) != tok.vocab:
+        raise CheckpointError(f"{v}: not the vocabulary its merges.txt builds (256 byte symbols, the same with </w>, one token per merge, {BOS}, {EOS})")
+    if (pad := _pad_token(folder)) not in tok.vocab: raise CheckpointError(f"{folder}: pad_token {pad!r} is not in its vocabulary")
+    return Tokenizer(tok.vocab[pad], max_length, merges=merges)
 
 def is_hub_id(s) -> bool:
     "Whether `s` reads as a Hugging Face hub repository id (`owner/name`) rather than a local path: that form, no such path here, no weights-file extension."
@@ -197,52 +209,79 @@ def load_pretrained(
     variant: str | None = None,  # e.g. 'fp16' for the `*.fp16.safetensors` files
     prediction_type: str | None = None,  # Override scheduler_config.json's 'epsilon' | 'v_prediction'
     verbose: bool = True,  # Print which files were loaded
-) -> dict:  # {'unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler_config'}
+    unet_subfolder: str = 'unet',  # The UNet's folder, e.g. 'unet_inpaint' (chapter 13's model ships both)
+) -> dict:  # {'unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler_config', 'default_size'}
     "Load an SD 1.x / 2.x diffusers-layout folder into our modules."
     root = Path(folder_or_repo_id)
     if not root.is_dir():
         if not is_hub_id(folder_or_repo_id):
             raise FileNotFoundError(f"{root}: not a folder (nor a hub repo id 'owner/name'); for an original single file use load_single_file")
         root = _download(str(folder_or_repo_id), variant)
-    if missing := [c for c in ('unet', 'vae', 'text_encoder') if not (root / c / 'config.json').is_file()]:
-        raise FileNotFoundError(f"{root}: not a diffusers Stable Diffusion folder: no {', '.join(c + '/config.json' for c in missing)}")
+    sub = dict(unet=unet_subfolder, vae='vae', text_encoder='text_encoder')
+    if missing := [s for s in sub.values() if not (root / s / 'config.json').is_file()]:
+        raise FileNotFoundError(f"{root}: not a diffusers Stable Diffusion folder: no {', '.join(s + '/config.json' for s in missing)}")
     cfg = lambda p: json.loads((root / p).read_text())
-    uc, vc, cc = unet_config_from_diffusers(cfg('unet/config.json')), vae_config_from_diffusers(cfg('vae/config.json')), clip_config_from_hf(cfg('text_encoder/config.json'))
-    f = {c: _weights(root / c, stems, variant) for c, stems in WEIGHT_STEMS.items()}
+    ud = cfg(f'{unet_subfolder}/config.json')
+    uc, vc, cc = unet_config_from_diffusers(ud), vae_config_from_diffusers(cfg('vae/config.json')), clip_config_from_hf(cfg('text_encoder/config.json'))
+    f = {c: _weights(root / sub[c], stems, variant) for c, stems in WEIGHT_STEMS.items()}
     text_sd = drop_position_ids({k.removeprefix(TEXT_MODEL): v for k, v in read_state_dict(f['text_encoder'], dtype=dtype).items()})
-    tok = Tokenizer(pad_id=_pad_id(root / 'tokenizer'), max_length=cc.max_length)  # the pad token is also matched in prompts
+    tok = load_tokenizer(root / 'tokenizer', cc.max_length)  # the pad token is also matched in prompts
     sc = root / 'scheduler' / 'scheduler_config.json'
     sched = _override_prediction_type(ScheduleConfig.from_dict(json.loads(sc.read_text())) if sc.is_file() else ScheduleConfig.sd_v1(), prediction_type)
     comps = dict(unet=build(lambda: UNet(uc), rename(read_state_dict(f['unet'], dtype=dtype), unet_pairs(uc), reverse=True), str(f['unet']), device, dtype),
                  vae=build(lambda: AutoencoderKL(vc), rename(read_state_dict(f['vae'], dtype=dtype), vae_pairs(vc), reverse=True), str(f['vae']), device, dtype),
                  text_encoder=build(lambda: TextEncoder(cc), text_sd, str(f['text_encoder']), device, dtype), tokenizer=tok,
-                 scheduler_config=sched)
+                 scheduler_config=sched, default_size=ud['sample_size'] * vc.downscale if ud.get('sample_size') else None)  # diffusers' default image size
     if verbose: print(f"{root.name}: " + ', '.join(f'{c} from {p.name}' for c, p in f.items()) + f"; prediction_type={sched.prediction_type!r}")
     return comps
 
 # %% ../nbs/09_weight_loading.ipynb #c96d8d32
+def save_tokenizer(tok: Tokenizer, folder) -> Path:
+    "A tokenizer as transformers' `CLIPTokenizer` folder: vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json."
+    folder, special = Path(folder), dict(bos_token=BOS, eos_token=EOS, unk_token=EOS, pad_token=tok.tokens[tok.pad_id])
+    files = {'vocab.json': tok.vocab, 'special_tokens_map.json': special,
+             'tokenizer_config.json': dict(tokenizer_class='CLIPTokenizer', model_max_length=tok.max_length, **special)}
+    for name, d in files.items(): atomic_write(folder / name, lambda t: Path(t).write_text(json.dumps(d, indent=2, ensure_ascii=False), encoding='utf-8'))
+    merges = '#version: 0.2\n' + '\n'.join(' '.join(m) for m in sorted(tok.ranks, key=tok.ranks.get)) + '\n'
+    return atomic_write(folder / 'merges.txt', lambda t: Path(t).write_text(merges, encoding='utf-8')).parent
+
 def save_pretrained(
-    components: dict,  # {'unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler_config'}, as the loaders return
+    components: dict,  # {'unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler_config'[, 'default_size']}, as the loaders return
     folder,  # Where to write the diffusers layout (created if needed)
+    dtype=None,  # Store floating-point weights in this dtype (e.g. torch.float16 for a shipped model); None: as they are
 ) -> Path:
     "Write the components as a diffusers-layout folder with safetensors weights (readable by `load_pretrained` and by diffusers)."
     root, (unet, vae, te, tok, sc) = Path(folder), (components[k] for k in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler_config'))
     vae_sd = rename(vae.state_dict(), vae_pairs(vae.cfg))
+    size = lambda f: dict(sample_size=components['default_size'] // f) if components.get('default_size') else {}  # the images' size (vae), the latents' (unet)
     weights = {'unet/diffusion_pytorch_model.safetensors': rename(unet.state_dict(), unet_pairs(unet.cfg)),
                'vae/diffusion_pytorch_model.safetensors': {k: v[:, :, 0, 0] if '.attentions.' in k and v.ndim == 4 else v for k, v in vae_sd.items()},  # 1×1 conv -> linear
                'text_encoder/model.safetensors': {TEXT_MODEL + k: v for k, v in te.state_dict().items()}}
     files = {'model_index.json': dict(_class_name='StableDiffusionPipeline', unet=['diffusers', 'UNet2DConditionModel'], vae=['diffusers', 'AutoencoderKL'],
                  text_encoder=['transformers', 'CLIPTextModel'], tokenizer=['transformers', 'CLIPTokenizer'], scheduler=['diffusers', 'DDIMScheduler'],
                  safety_checker=[None, None], feature_extractor=[None, None], requires_safety_checker=False),
-             'unet/config.json': dict(_class_name='UNet2DConditionModel', **unet_config_to_diffusers(unet.cfg)),
-             'vae/config.json': dict(_class_name='AutoencoderKL', **vae_config_to_diffusers(vae.cfg)),
-             'text_encoder/config.json': dict(architectures=['CLIPTextModel'], model_type='clip_text_model', pad_token_id=tok.pad_id, **clip_config_to_hf(te.cfg)),
-             'scheduler/scheduler_config.json': dict(_class_name='DDIMScheduler', **asdict(sc)),
-             'tokenizer/vocab.json': tok.vocab,
-             'tokenizer/tokenizer_config.json': dict(tokenizer_class='CLIPTokenizer', model_max_length=tok.max_length, bos_token=BOS, eos_token=EOS,
-                                                     unk_token=EOS, pad_token=tok.tokens[tok.pad_id])}
+             'unet/config.json': dict(_class_name='UNet2DConditionModel', **unet_config_to_diffusers(unet.cfg), **size(vae.cfg.downscale)),
+             'vae/config.json': dict(_class_name='AutoencoderKL', **vae_config_to_diffusers(vae.cfg), **size(1)),
+             'text_encoder/config.json': dict(architectures=['CLIPTextModel'], model_type='clip_text_model', pad_token_id=tok.pad_id, dtype='float32',  # transformers' default load dtype, whatever the file's
+                                              **clip_config_to_hf(te.cfg) | dict(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id)),
+             'scheduler/scheduler_config.json': dict(_class_name='DDIMScheduler', **asdict(sc))}
     for name, d in files.items(): atomic_write(root / name, lambda t: Path(t).write_text(json.dumps(d, indent=2, ensure_ascii=False)))
-    merges = '#version: 0.2\n' + '\n'.join(' '.join(m) for m in sorted(tok.ranks, key=tok.ranks.get)) + '\n'
-    atomic_write(root / 'tokenizer' / 'merges.txt', lambda t: Path(t).write_text(merges))
-    for name, sd in weights.items(): save_safetensors(sd, root / name)
+    save_tokenizer(tok, root / 'tokenizer')
+    for name, sd in weights.items(): save_safetensors({k: v.to(dtype) if dtype and v.is_floating_point() else v for k, v in sd.items()}, root / name)
     return root
+
+# %% ../nbs/09_weight_loading.ipynb #969ba112
+def save_unet(unet: UNet, folder, sample_size: int | None = None, dtype=torch.float32) -> Path:
+    "A UNet as diffusers' `UNet2DConditionModel` folder: config.json (with `sample_size`, the latents' side, if given) and diffusion_pytorch_model.safetensors in `dtype`."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.detach().to('cpu', dtype).contiguous() for k, v in unet.state_dict().items()}
+    save_safetensors(rename(sd, unet_pairs(unet.cfg)), folder / 'diffusion_pytorch_model.safetensors')
+    config = dict(_class_name='UNet2DConditionModel', **unet_config_to_diffusers(unet.cfg), **(dict(sample_size=sample_size) if sample_size else {}))
+    atomic_write(folder / 'config.json', lambda t: Path(t).write_text(json.dumps(config, indent=2)))
+    return folder
+
+def load_unet(folder, device='cpu') -> UNet:
+    "A UNet from a folder `save_unet` (or diffusers) wrote, in eval mode."
+    cfg = unet_config_from_diffusers(json.loads((Path(folder) / 'config.json').read_text()))
+    unet = UNet(cfg); unet.load_state_dict(rename(read_state_dict(Path(folder) / 'diffusion_pytorch_model.safetensors'), unet_pairs(cfg), reverse=True))
+    return unet.to(device).eval()

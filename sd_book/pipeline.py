@@ -40,11 +40,12 @@ class StableDiffusion:
                  vae,  # `sd_book.vae.AutoencoderKL`: pixels <-> latents
                  text_encoder,  # `sd_book.clip.TextEncoder`: token ids (B, 77) -> context (B, 77, D)
                  tokenizer,  # `sd_book.clip.Tokenizer`: texts -> token ids (B, 77)
-                 scheduler_config=None):  # `ScheduleConfig`, or a diffusers scheduler_config dict; default SD 1.5's
+                 scheduler_config=None,  # `ScheduleConfig`, or a diffusers scheduler_config dict; default SD 1.5's
+                 default_size: int | None = None):  # Image size when none is asked: the model's training size (its config's sample_size); None: 512
         self.unet, self.vae = gemm_convs_from_env(unet), gemm_convs_from_env(vae)  # chapter 2's CPU policy, if the environment asks
         self.text_encoder, self.tokenizer = text_encoder, tokenizer
         if isinstance(scheduler_config, dict): scheduler_config = ScheduleConfig.from_dict(scheduler_config)
-        self.scheduler_config = scheduler_config or ScheduleConfig.sd_v1()
+        self.scheduler_config, self.default_size = scheduler_config or ScheduleConfig.sd_v1(), default_size or 512
         for m in self.models: m.eval().requires_grad_(False)
 
     @property
@@ -113,7 +114,8 @@ class StableDiffusion:
         B, f, dev, dt = shape[0], self.vae.cfg.downscale, self.device, self.dtype
         H, W = shape[2] * f, shape[3] * f
         fit = lambda v, name: _repeat_to_batch(v, B, num_images, name)  # (n, ...) -> (B, ...)
-        nine = mask_image is not None and self.unet.cfg.in_channels == 9  # an inpainting model reads mask + masked image
+        C = self.vae.cfg.latent_channels
+        nine = mask_image is not None and self.unet.cfg.in_channels == 2 * C + 1  # an inpainting UNet reads mask + masked image (9 channels for C = 4)
         x0 = m = extra = None
         if init_image is not None:
             img = _images(init_image, 'init_image', (W, H))
@@ -151,8 +153,8 @@ class StableDiffusion:
     def __call__(self,
                  prompt,  # a str or a list of str
                  negative_prompt=None,  # what to steer away from (a str, or one per prompt); default: the empty prompt
-                 height: int | None = None,  # pixels, a multiple of 8; default 512, or init_image's height
-                 width: int | None = None,  # pixels, a multiple of 8; default 512, or init_image's width
+                 height: int | None = None,  # pixels, a multiple of 8; default `default_size` (the model's), or init_image's height
+                 width: int | None = None,  # pixels, a multiple of 8; default `default_size` (the model's), or init_image's width
                  steps: int = 50,  # sampler steps (image→image runs the last ⌊strength·steps⌋ of them)
                  guidance_scale: float = 7.5,  # w; 1 turns classifier-free guidance off (one UNet pass per step)
                  sampler: str = 'ddim',  # one of `SAMPLERS`: ddpm, ddim, euler, euler_a, dpmpp_2m
@@ -170,7 +172,7 @@ class StableDiffusion:
                  callback=None,  # called as callback(i, t, x, x0_pred) after step i, from timestep t; x is at the next level
                 ):
         "Generate images from text, or from an image (`init_image`, `strength`), or fill in a masked region (`mask_image`)."
-        size = _as_list(init_image)[0].size if init_image is not None else (512, 512)
+        size = _as_list(init_image)[0].size if init_image is not None else (self.default_size,) * 2
         height, width = height or size[1], width or size[0]
         self._check(height, width, strength, num_images, init_image, mask_image, output_type)
         sched = get_scheduler(sampler, self.scheduler_config, karras=karras, eta=eta)
@@ -205,4 +207,4 @@ class StableDiffusion:
         "Write the pipeline as a diffusers-layout folder that `from_pretrained` (ours or diffusers') reads back."
         from sd_book.loading import save_pretrained
         save_pretrained(dict(unet=self.unet, vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                             scheduler_config=self.scheduler_config), path)
+                             scheduler_config=self.scheduler_config, default_size=self.default_size), path)
