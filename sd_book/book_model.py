@@ -73,10 +73,8 @@ class TextUNet(nn.Module):
     cond_key = 'input_ids'  # how `LDMTask` and `generate` pass the labels (`sd_book.ldm.conditioning`)
     def __init__(self, unet: UNet, text_encoder: TextEncoder, null_ids: torch.Tensor):
         super().__init__()
-        self.unet, self.text_encoder = unet, text_encoder
-        self.null_label = null_ids  # (T,) the empty caption's ids: a plain tensor, not a buffer (the EMA averages buffers)
-    @property
-    def cfg(self) -> UNetConfig: return self.unet.cfg
+        self.unet, self.text_encoder, self.null_label = unet, text_encoder, null_ids  # null_label: the empty caption's (T,) ids, not a buffer (the EMA averages buffers)
+    cfg = property(lambda self: self.unet.cfg)  # the UNet's `UNetConfig`
     def forward(self, x, t, input_ids, extra=None):  # x (B, C, h, w), input_ids (B, T), extra (B, C', h, w) or None
         return self.unet(x if extra is None else torch.cat([x, extra], 1), t, context=self.text_encoder(input_ids))
 
@@ -124,13 +122,19 @@ class TextLDMTask(LDMTask):
     def __init__(self, net: TextUNet, vae, tokenizer: Tokenizer, objective: str = 'v', min_snr=None, caption_dropout: float = 0.1,
                  sample_steps: int = 20, guidance: float = 3.0, sampler: str = 'ddim', size: int = 32, prompts=SAMPLE_PROMPTS):
         super().__init__(net, vae, objective, min_snr, caption_dropout, sample_steps, guidance, sampler, size)
-        self.tokenizer, self.prompts, self.modules = tokenizer, list(prompts), {'model': net}
+        self.tokenizer, self.prompts, self.modules, self.eval_n = tokenizer, list(prompts), {'model': net}, 0  # eval_n: see `evaluate`
 
     def samples(self, ema=None) -> tuple:  # (images, columns): one column per prompt, four seeds
         "A seeded grid from the EMA weights (else the raw ones): each prompt four times."
         net, ids = (ema.module if ema is not None else self.unet), self.tokenizer(self.prompts).repeat(4, 1)
         return generate(net, self.vae, ids, self.objective, self.sample_steps, self.guidance, self.sampler, torch.Generator().manual_seed(0),
                         size=self.size), len(self.prompts)
+
+    def evaluate(self, ema=None) -> dict:  # e.g. {'test_object': 0.9, 'heldout_all': 0.8, ...}
+        "With each grid, the judge's shares (`evaluate_prompts`) for `eval_n` prompts per split (shapes only), from the EMA weights (else the raw ones); {} if `eval_n` is 0."
+        r = evaluate_prompts(ema.module if ema is not None else self.unet, self.vae, self.tokenizer, self.objective, self.eval_n, self.guidance,
+                             self.sample_steps, self.sampler, self.size) if self.eval_n else {}
+        return {f'{split}_{k}': v for split, acc in r.items() for k, v in acc.items()}
 
     def export(self, folder, ema=None) -> Path:
         "The whole pipeline (EMA weights if any) as a diffusers folder, and the raw weights in `unet_raw/` and `text_encoder_raw/`."
@@ -186,8 +190,8 @@ class InpaintTask(TextLDMTask):
     def samples(self, ema=None) -> tuple:  # (images, columns): four test scenes per prompt, their middle repainted
         "Inpainting grid through the pipeline: test scenes with their central quarter masked, repainted for each prompt."
         net = copy.deepcopy(ema.module if ema is not None else self.unet)
-        sched = ScheduleConfig(prediction_type='epsilon' if self.objective == 'eps' else 'v_prediction')
-        pipe = StableDiffusion(net.unet, copy.deepcopy(self.vae), net.text_encoder, self.tokenizer, sched, self.size)
+        pipe = StableDiffusion(net.unet, copy.deepcopy(self.vae), net.text_encoder, self.tokenizer,
+                               ScheduleConfig(prediction_type='epsilon' if self.objective == 'eps' else 'v_prediction'), self.size)
         ds = ShapesDataset('test', self.size, n=4)
         imgs = [render_scene(ds.scene(i), self.size) for i in range(4)]
         mask = Image.new('L', (self.size,) * 2, 0); mask.paste(255, (self.size // 4, self.size // 4, 3 * self.size // 4, 3 * self.size // 4))
@@ -218,11 +222,9 @@ BOOK_PRESETS = {
     'tiny': BookPreset(_unet(32, (1, 2), 1, (1,), 32), TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup=2, ema_decay=0.9, log_every=2, sample_every=4, ckpt_every=2),
                        sample_steps=3, n_data=64, text=TEXT_PRESETS['tiny'], eval_per_split=4, inpaint_steps=2),
     'cpu': BookPreset(_unet(64, (1, 2), 1, (1,), 32), TrainConfig(steps=8000, batch_size=64, lr=5e-4, warmup=300, decay='cosine', grad_clip=1.0,
-                                                                    ema_decay=0.999, log_every=50, sample_every=1000, ckpt_every=250),
-                      text=TEXT_PRESETS['cpu'], eval_per_split=500, inpaint_steps=1500),
+                      ema_decay=0.999, log_every=50, sample_every=1000, ckpt_every=250), text=TEXT_PRESETS['cpu'], eval_per_split=500, inpaint_steps=1500),
     'gpu': BookPreset(_unet(128, (1, 2, 2), 2, (0, 1, 2), 64), TrainConfig(steps=20000, batch_size=256, lr=3e-4, warmup=500, decay='cosine', grad_clip=1.0,
-                                                                         ema_decay=0.9995, log_every=100, sample_every=2000, ckpt_every=1000),
-                      text=TEXT_PRESETS['gpu'], eval_per_split=1000, inpaint_steps=4000),
+                      ema_decay=0.9995, log_every=100, sample_every=2000, ckpt_every=1000), text=TEXT_PRESETS['gpu'], eval_per_split=1000, inpaint_steps=4000),
 }
 
 
@@ -231,13 +233,11 @@ BOOK_PRESETS = {
 def evaluate_prompts(net: TextUNet, vae, tokenizer: Tokenizer, objective: str, per_split: int = 200, guidance: float = 3.0, steps: int = 20,
                      sampler: str = 'ddim', size: int = 32, seed: int = 0) -> dict:
     "The shares of generated images whose background colour, object colour and object the judge (chapter 12) reads as the prompt asked, and all three: for captions of unseen test scenes of the training combinations, and of the held-out combinations."
-    out = {}
-    for split in ('test', 'heldout'):
-        ds = ShapesDataset(split, size, n=per_split)
-        scenes = [ds.scene(i) for i in range(per_split)]
+    def judged(split):
+        ds = ShapesDataset(split, size, n=per_split); scenes = [ds.scene(i) for i in range(per_split)]
         x = generate(net, vae, tokenizer([caption(s) for s in scenes]), objective, steps, guidance, sampler, torch.Generator().manual_seed(seed), size=size)
-        out[split] = judge_accuracy(judge_shapes(x), scenes)
-    return out
+        return judge_accuracy(judge_shapes(x), scenes)
+    return {split: judged(split) for split in ('test', 'heldout')}
 
 
 # %% ../nbs/13_text_to_image.ipynb #2dc8c1d7
@@ -257,8 +257,8 @@ def train_text_to_image(
     sampler: str = 'ddim', sample_steps: int | None = None, guidance: float | None = None,  # Grids and evaluation; default: the preset's
     eval_per_split: int | None = None,  # Images judged per split at the end (shapes only; 0: none)
     inpaint_from=None,  # A text→image folder this function wrote: fine-tune its inpainting UNet instead (its text encoder frozen)
-    size: int | None = None,  # Image size (default: the autoencoder's)
-    cache=None,  # Latent cache folder (default ~/.cache/sd_book/latents)
+    pooled_text: bool = True,  # Also add the attention-pooled text to the time embedding (Imagen, DeepFloyd IF); False: cross-attention alone
+    size: int | None = None, cache=None,  # Image size (default: the autoencoder's); latent cache folder (default ~/.cache/sd_book/latents)
     **train_overrides,  # TrainConfig fields: steps, batch_size, lr, seed, ema_decay, progress, ...
 ) -> dict:  # The run's summary, also written to `out/eval.json` (main process)
     "Train the book's text→image model (UNet and text encoder together) on captioned latents, or its inpainting UNet; export the pipeline folder to `out`."
@@ -286,7 +286,7 @@ def train_text_to_image(
         if text_channels: tcfg = replace(tcfg, mlp_channels=4 * text_channels, num_heads=max(text_channels // 32, 1))
         arch = {k: v for k, v in dict(channels=channels, channel_mult=tuple(channel_mult) if channel_mult else None, num_res_blocks=num_res_blocks,
                                       attention_levels=tuple(attention_levels) if attention_levels is not None else None).items() if v is not None}
-        unet = UNet(replace(p.unet, in_channels=z.shape[1], out_channels=z.shape[1], context_dim=tcfg.channels, **arch))
+        unet = UNet(replace(p.unet, in_channels=z.shape[1], out_channels=z.shape[1], context_dim=tcfg.channels, text_pool_heads=tcfg.num_heads if pooled_text else None, **arch))
         te = TextEncoder(tcfg)
     net = TextUNet(unet, te, tok([''])[0])
     ids = caption_ids(tok, data, p.n_data, size, cache)
@@ -294,7 +294,7 @@ def train_text_to_image(
     if inpaint_from:
         task = InpaintTask(*args); task.t2i_unet = t2i
         dataset = ImageLatentDataset(z, ids, cached_images(data, size, p.n_data, cache))
-    else: task, dataset = TextLDMTask(*args), LatentDataset(z, ids)
+    else: task, dataset = TextLDMTask(*args), LatentDataset(z, ids); task.eval_n = min(per_split, 128)  # accuracy against training time
     trainer = Trainer(task, dataset, cfg, device)
     history = trainer.fit(resume)
     if not trainer.d.main: return {}
@@ -302,7 +302,7 @@ def train_text_to_image(
     s = dict(data=data, cond='text', inpaint=bool(inpaint_from), objective=objective, min_snr=min_snr, preset=preset, steps=trainer.step,
              batch_size=cfg.batch_size, lr=cfg.lr, ema_decay=cfg.ema_decay, caption_dropout=caption_dropout,
              unet=dict(channels=unet.cfg.channels, channel_mult=list(unet.cfg.channel_mult), num_res_blocks=unet.cfg.num_res_blocks,
-                       attention_levels=list(unet.cfg.attention_levels), in_channels=unet.cfg.in_channels),
+                       attention_levels=list(unet.cfg.attention_levels), in_channels=unet.cfg.in_channels, text_pool_heads=unet.cfg.text_pool_heads),
              text=dict(channels=te.cfg.channels, num_layers=te.cfg.num_layers, vocab_size=te.cfg.vocab_size, max_length=te.cfg.max_length),
              params=dict(unet=sum(q.numel() for q in unet.parameters()), text_encoder=sum(q.numel() for q in te.parameters())),
              latent_shape=list(z.shape[1:]), size=size, autoencoder=str(ae), seconds=last.get('seconds'), cpu_seconds=last.get('cpu_seconds'), images_per_s=last.get('images_per_s'),
@@ -318,13 +318,12 @@ def train_text_to_image(
 
 # %% ../nbs/13_text_to_image.ipynb #cd0a2c83
 def _levels(s: str) -> tuple:
-    if s == 'none': return ()
-    if not all(v.strip().isdigit() for v in s.split(',')): raise argparse.ArgumentTypeError(f"must be level numbers ≥ 0 separated by commas (e.g. 1,2) or none, got {s!r}")
-    return tuple(int(v) for v in s.split(','))
+    if s != 'none' and not all(v.strip().isdigit() for v in s.split(',')): raise argparse.ArgumentTypeError(f"must be level numbers ≥ 0 separated by commas (e.g. 1,2) or none, got {s!r}")
+    return () if s == 'none' else tuple(int(v) for v in s.split(','))
 
 def _pipeline_dir(s: str) -> str:
-    if not (Path(s) / 'model_index.json').is_file(): raise argparse.ArgumentTypeError(f"{s!r} is not a pipeline folder (no model_index.json): train one with --cond text first")
-    return s
+    if (Path(s) / 'model_index.json').is_file(): return s
+    raise argparse.ArgumentTypeError(f"{s!r} is not a pipeline folder (no model_index.json): train one with --cond text first")
 
 def add_text_args(p: argparse.ArgumentParser):
     "Add the options of `sd-book train ldm --cond text` (chapter 13), and send text runs to `train_text_cli`."
@@ -332,6 +331,7 @@ def add_text_args(p: argparse.ArgumentParser):
     g.add_argument('--attention-levels', type=_levels, default=None, help="UNet levels with cross-attention to the text, e.g. 1,2 (default: the preset's)")
     g.add_argument('--text-channels', type=positive_int, default=None, help="text encoder width (default: the preset's)")
     g.add_argument('--text-layers', type=positive_int, default=None, help="text encoder layers (default: the preset's)")
+    g.add_argument('--no-text-pooling', action='store_true', help="cross-attention alone: no pooled text added to the time embedding")
     g.add_argument('--eval-per-split', type=int, default=None, help="images judged per split, seen and held-out combinations (default: the preset's; 0: none)")
     g.add_argument('--inpaint-from', type=_pipeline_dir, default=None, metavar='DIR', help='fine-tune the inpainting UNet of the text→image folder DIR (SD-inpainting)')
     ldm_cli = p.get_default('train')
@@ -342,7 +342,7 @@ def train_text_cli(a: argparse.Namespace) -> Path:
     over = {k: v for k, v in dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay).items() if v is not None}
     s = train_text_to_image(a.autoencoder, a.data, a.out, a.objective, a.min_snr, a.preset, a.resume, a.device, a.channels, a.channel_mult, a.num_res_blocks,
                             a.attention_levels, a.text_channels, a.text_layers, a.label_dropout, a.sampler, a.sample_steps, a.guidance, a.eval_per_split,
-                            a.inpaint_from, cache=a.cache, seed=a.seed, progress=not a.no_progress, **over)
+                            a.inpaint_from, pooled_text=not a.no_text_pooling, cache=a.cache, seed=a.seed, progress=not a.no_progress, **over)
     if s:
         e = s.get('eval', {}).get('ema' if 'ema' in s.get('eval', {}) else 'raw', {})
         acc = ''.join(f"; {k}: " + ', '.join(f"{m} {v:.0%}" for m, v in r.items()) for k, r in e.items())

@@ -53,7 +53,7 @@ def clip_config_from(sd: dict, family: str) -> CLIPConfig:  # sd: text-encoder t
         num_layers=_count(sd, 'encoder.layers.'), mlp_channels=sd['encoder.layers.0.mlp.fc1.weight'].shape[0], act='quick_gelu' if family == 'sd1' else 'gelu')
 
 # %% ../nbs/09_weight_loading.ipynb #bfe0c683
-SD_UNET_FIXED = dict(addition_embed_type=None, class_embed_type=None, class_embeddings_concat=False, encoder_hid_dim=None, time_embedding_type='positional',
+SD_UNET_FIXED = dict(class_embed_type=None, class_embeddings_concat=False, encoder_hid_dim=None, time_embedding_type='positional',
                      flip_sin_to_cos=True, freq_shift=0, act_fn='silu', norm_num_groups=32, resnet_time_scale_shift='default', only_cross_attention=False)
 MID_BLOCK_TYPES = {'UNetMidBlock2DCrossAttn': True, 'UNetMidBlock2D': False}  # diffusers' mid_block_type -> our mid_attention
 SD_VAE_FIXED = dict(act_fn='silu', use_quant_conv=True, use_post_quant_conv=True)
@@ -73,6 +73,8 @@ def _same(xs: list, what: str):
 def unet_config_from_diffusers(d: dict) -> UNetConfig:
     "Our UNetConfig from a diffusers `unet/config.json`."
     _check_fixed(d, SD_UNET_FIXED, 'unet/config.json')
+    if (add := d.get('addition_embed_type')) not in (None, 'text'):  # 'text': DeepFloyd IF's pooled text (our text_pool_heads)
+        raise CheckpointError(f"unet/config.json: addition_embed_type {add!r} (SDXL's is 'text_time'): not supported yet; allowed: None, 'text'")
     if (mid := d.get('mid_block_type', 'UNetMidBlock2DCrossAttn')) not in MID_BLOCK_TYPES:
         raise CheckpointError(f"unet/config.json: mid_block_type {mid!r}: not supported yet; allowed: {', '.join(MID_BLOCK_TYPES)}")
     chs, attn = d['block_out_channels'], tuple(i for i, t in enumerate(d['down_block_types']) if t.startswith('CrossAttn'))
@@ -85,7 +87,7 @@ def unet_config_from_diffusers(d: dict) -> UNetConfig:
     return UNetConfig(in_channels=d['in_channels'], out_channels=d['out_channels'], channels=chs[0], channel_mult=tuple(c // chs[0] for c in chs),
         num_res_blocks=d['layers_per_block'], attention_levels=attn, context_dim=d['cross_attention_dim'],
         use_linear=d.get('use_linear_projection', False), transformer_depth=depth if isinstance(depth, int) else _same(depth, 'transformer depth'),
-        num_classes=d.get('num_class_embeds'), mid_attention=MID_BLOCK_TYPES[mid], **hk)
+        num_classes=d.get('num_class_embeds'), mid_attention=MID_BLOCK_TYPES[mid], text_pool_heads=d.get('addition_embed_type_num_heads', 64) if add else None, **hk)
 
 def unet_config_to_diffusers(c: UNetConfig) -> dict:
     "A diffusers `UNet2DConditionModel` config for the UNet `c`."
@@ -95,7 +97,8 @@ def unet_config_to_diffusers(c: UNetConfig) -> dict:
         down_block_types=down, up_block_types=[t.replace('Down', 'Up') for t in reversed(down)], cross_attention_dim=c.context_dim,
         attention_head_dim=c.num_heads or [x // c.head_channels for x in chs], use_linear_projection=c.use_linear,
         transformer_layers_per_block=c.transformer_depth, num_class_embeds=c.num_classes,
-        mid_block_type=next(t for t, a in MID_BLOCK_TYPES.items() if a == c.mid_attention))
+        mid_block_type=next(t for t, a in MID_BLOCK_TYPES.items() if a == c.mid_attention),
+        **(dict(addition_embed_type='text', addition_embed_type_num_heads=c.text_pool_heads) if c.text_pool_heads else {}))
 
 # %% ../nbs/09_weight_loading.ipynb #b1732d10
 def vae_config_from_diffusers(d: dict) -> VAEConfig:

@@ -241,10 +241,10 @@ AE_PRESETS = {
                     TrainConfig(steps=30000, batch_size=32, lr=4.5e-4, warmup=500, decay='cosine', log_every=50, sample_every=2000, ckpt_every=1000)),
 }
 
-def build_autoencoder(kind: str, preset: AEPreset, attention: bool = True) -> nn.Module:
-    "A fresh autoencoder of `kind` ('kl' or 'vq') in the preset's size; `attention=False` is the ablation without attention."
+def build_autoencoder(kind: str, preset: AEPreset, attention: bool = True, latent_channels: int | None = None) -> nn.Module:
+    "A fresh autoencoder of `kind` ('kl' or 'vq') in the preset's size; `attention=False` is the ablation without attention, `latent_channels` overrides the preset's 4."
     if kind not in ('kl', 'vq'): raise ValueError(f"kind must be 'kl' or 'vq', got {kind!r}")
-    cfg = replace(preset.vae, mid_attention=attention)
+    cfg = replace(preset.vae, mid_attention=attention, latent_channels=latent_channels or preset.vae.latent_channels)
     return AutoencoderKL(cfg) if kind == 'kl' else VQAutoencoder(cfg, preset.n_codes)
 
 def eval_split(data: str) -> str:
@@ -264,6 +264,7 @@ def train_autoencoder(
     attention: bool = True,  # Ablation: False drops the middle self-attention
     disc_start: int | None = None,  # Override the preset's step at which the GAN starts
     lpips_every: int | None = None,  # Override the preset's LPIPS subsampling
+    latent_channels: int | None = None,  # Override the preset's latent channels (4, as SD): more carry finer detail (chapter 13)
     **train_overrides,  # TrainConfig fields: steps, batch_size, lr, seed, progress, ...
 ) -> dict:  # The run's summary, also written to `out/eval.json` (main process)
     "Train an autoencoder on a named data set, export it to `out`, and measure it on held-out images."
@@ -272,7 +273,7 @@ def train_autoencoder(
     loss = replace(p.loss, perceptual_weight=p.loss.perceptual_weight if lpips else 0.0, disc_weight=p.loss.disc_weight if gan else 0.0,
                    **{k: v for k, v in dict(disc_start=disc_start, lpips_every=lpips_every).items() if v is not None})
     torch.manual_seed(cfg.seed)
-    model = build_autoencoder(kind, p, attention)
+    model = build_autoencoder(kind, p, attention, latent_channels)
     train, held = get_dataset(data, 'train', p.size), get_dataset(data, eval_split(data), p.size)
     metric = LPIPS.from_pretrained()
     task = AutoencoderTask(model, loss, metric, sample_images=_images(held, 8), scale_data=Subset(train, range(min(p.scale_n, len(train)))))
@@ -283,7 +284,7 @@ def train_autoencoder(
     last = history[-1] if history else {}
     summary = dict(data=data, kind=kind, preset=preset, lpips=lpips, gan=gan, attention=attention, disc_start=loss.disc_start,
                    steps=trainer.step, batch_size=cfg.batch_size, params=sum(q.numel() for q in model.parameters()),
-                   latent_shape=[p.vae.latent_channels, p.size // p.vae.downscale, p.size // p.vae.downscale],
+                   latent_shape=[model.cfg.latent_channels, p.size // p.vae.downscale, p.size // p.vae.downscale],
                    scaling_factor=m.cfg.scaling_factor if kind == 'kl' else None,
                    **{f'eval_{k}': v for k, v in evaluate_autoencoder(m, held, metric, p.eval_n).items()},
                    seconds=last.get('seconds'), cpu_seconds=last.get('cpu_seconds'), images_per_s=last.get('images_per_s'), machine=machine())
@@ -304,6 +305,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument('--disc-start', type=int, default=None, help="step at which the GAN starts (default: the preset's)")
     g.add_argument('--lpips-every', type=positive_int, default=None, help="LPIPS on every k-th image of a batch (default: the preset's)")
     g.add_argument('--no-attention', action='store_true', help="no self-attention in the autoencoder's middle blocks")
+    g.add_argument('--latent-channels', type=positive_int, default=None, help="latent channels (default: the preset's, 4 as in SD)")
     p.set_defaults(train=train_autoencoder_cli)
     return p
 
@@ -311,7 +313,7 @@ def train_autoencoder_cli(a: argparse.Namespace) -> Path:
     "Run `sd-book train autoencoder` from parsed arguments; returns the output folder."
     over = {k: v for k, v in dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr).items() if v is not None}
     s = train_autoencoder(a.data, a.out, a.kind, a.preset, a.resume, a.device, lpips=not a.no_lpips, gan=not a.no_gan,
-                          attention=not a.no_attention, disc_start=a.disc_start, lpips_every=a.lpips_every, seed=a.seed,
+                          attention=not a.no_attention, disc_start=a.disc_start, lpips_every=a.lpips_every, latent_channels=a.latent_channels, seed=a.seed,
                           progress=not a.no_progress, **over)
     if s: print(f"{a.out}: step {s['steps']}, held-out PSNR {s['eval_psnr']:.2f} dB, LPIPS {s['eval_lpips']:.4f}, "
                 f"{s['seconds']:.0f} s ({s['images_per_s']:.1f} images/s) on {s['machine']}")

@@ -60,7 +60,8 @@ def resnet_pairs(ours: str = '', theirs: str = '') -> list:
 def unet_pairs(c: UNetConfig) -> list:
     "(ours, diffusers) prefix pairs for every block of the UNet `c`, found by walking its levels."
     P = [('time_embed.0.', 'time_embedding.linear_1.'), ('time_embed.2.', 'time_embedding.linear_2.'), ('input_blocks.0.0.', 'conv_in.'),
-         ('out.0.', 'conv_norm_out.'), ('out.2.', 'conv_out.')] + ([('label_emb.', 'class_embedding.')] if c.num_classes else [])
+         ('out.0.', 'conv_norm_out.'), ('out.2.', 'conv_out.')] + ([('label_emb.', 'class_embedding.')] if c.num_classes else []) + \
+        ([('add_embedding.', 'add_embedding.')] if c.text_pool_heads else [])  # diffusers' names, kept
     L, R, n = len(c.channel_mult), c.num_res_blocks, 1
     for i in range(L):
         for j in range(R):

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Chapter 13's training runs: the book's own Stable Diffusion, from scratch (nbs/13_text_to_image.ipynb shows what they
+# write). Run in this order; each one resumes where it was killed (--resume) and re-measures a finished run.
+#   bash runs/ch13.sh ae8 t2i book ship   # the shipped model: autoencoder, text→image, inpainting fine-tune, package data
+#   bash runs/ch13.sh ae16                # the other first-stage option of the chapter's ceiling table
+# The stored runs used OMP_NUM_THREADS=1 per run, two runs at a time, on 2 cores (the machine is in each eval.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+SD_BOOK="${SD_BOOK:-sd-book}"
+AE="${AE:-runs/ch11/kl_no_gan}"  # chapter 11's no-GAN autoencoder: the best judge ceiling the chapter measured
+declare -A RUNS=(
+  [ae8]="train autoencoder --data shapes --kind kl --preset cpu --latent-channels 8 --no-gan --out runs/ch13/ae8"
+  [ae16]="train autoencoder --data shapes --kind kl --preset cpu --latent-channels 16 --no-gan --out runs/ch13/ae16"
+  [t2i]="train ldm --cond text --data shapes --preset cpu --objective v --autoencoder $AE --out runs/ch13/t2i"
+  [book]="train ldm --cond text --data shapes --preset cpu --autoencoder $AE --inpaint-from runs/ch13/t2i --out runs/ch13/book"
+)
+for name in "$@"; do
+  if [ "$name" = ship ]; then  # float16 package data: the folder `sd_book.BOOK_MODEL` names
+    python - <<'PY'
+import shutil, torch
+from sd_book.pipeline import StableDiffusion
+from sd_book.loading import load_unet
+from sd_book.book_model import export_pipeline
+book, dst = StableDiffusion.from_pretrained('runs/ch13/book', verbose=False), 'sd_book/assets/book_model'
+shutil.rmtree(dst, ignore_errors=True)
+export_pipeline(dst, book.unet, book.vae, book.text_encoder, book.tokenizer, 'v' if book.scheduler_config.prediction_type == 'v_prediction' else 'eps',
+                book.default_size, inpaint_unet=load_unet('runs/ch13/book/unet_inpaint'), dtype=torch.float16)
+print(dst, 'written')
+PY
+    continue
+  fi
+  echo "\$ $SD_BOOK ${RUNS[$name]}"
+  $SD_BOOK ${RUNS[$name]} --resume --no-progress
+done
