@@ -34,7 +34,7 @@ Time: all variants live in ONE process and run in turn, the order rotating every
 change in machine load hits all alike; each gets two warm-up steps first, the second under torch's FlopCounterMode
 (the convolutions' and matmuls' FLOPs of a step, forward + backward). We print each one's median wall-clock and CPU
 (user + system, all threads) seconds per step, the quartiles of the wall time, images per second, the ratio to seed64,
-GFLOP per step and the GFLOP/s achieved, beside this machine's fp32 matmul rate at the time (a ceiling: a step of F
+GFLOP per step and the GFLOP per CPU second achieved, beside this machine's fp32 matmul rate at the time (a ceiling: a step of F
 GFLOP cannot take less than F / that rate). `torch.set_flush_denormal(True)` is on for all (our Trainer sets it; it is process-wide). Memory (`--memory`,
 default on): each variant again in its own fresh subprocess, peak RSS as in ldm_memory.py. Not a test: it asserts nothing.
 """
@@ -231,24 +231,26 @@ def main():
     ref = statistics.median(wall['seed64']) if 'seed64' in wall else None
     ceiling = matmul_gflops(a.device)
     log(f"{'variant':<12} {'batch':>5} {'params':>11} | {'s/batch':>7} {'(p25-p75)':>15} {'CPU s':>7} | {'img/s':>6} {'img/s vs seed64':>15} | "
-        f"{'GFLOP/step':>10} {'GFLOP/s':>7} | what")
-    med = {}
+        f"{'GFLOP/step':>10} {'GFLOP/CPU-s':>11} | what")
+    med, cmed = {}, {}
     for v in names:
         step, B, what, n = built[v]
         m = med[v] = statistics.median(wall[v]); q = statistics.quantiles(wall[v], n=4) if len(wall[v]) > 1 else [m, m, m]
+        c = cmed[v] = statistics.median(cpu[v])
         rel = f'{(B / m) / (64 / ref):.2f}x' if ref else '-'
-        log(f"{v:<12} {B:>5} {n:>11,} | {m:>7.3f} {f'({q[0]:.3f}-{q[2]:.3f})':>15} {statistics.median(cpu[v]):>7.3f} | {B / m:>6.0f} {rel:>15} | "
-            f"{flops[v] / 1e9:>10.1f} {flops[v] / 1e9 / m:>7.1f} | {what}")
+        log(f"{v:<12} {B:>5} {n:>11,} | {m:>7.3f} {f'({q[0]:.3f}-{q[2]:.3f})':>15} {c:>7.3f} | {B / m:>6.0f} {rel:>15} | "
+            f"{flops[v] / 1e9:>10.1f} {flops[v] / 1e9 / c:>11.1f} | {what}")
     log(f"GFLOP/step: convolutions and matmuls (torch's FlopCounterMode, forward + backward); this machine's {2048}x{2048} fp32 matmul "
         f"runs at {ceiling:.0f} GFLOP/s now, so no step can take less than its GFLOP / {ceiling:.0f} s here")
-    if 'seed64' in med:
-        log(f"seed's LDM recipe: 100 epochs x {SEED_EPOCH_BATCHES} batches of 64 at {med['seed64']:.3f} s = {100 * SEED_EPOCH_BATCHES * med['seed64'] / 3600:.1f} h "
-            f"(the issue's figure: 1.19 s per batch, about 31 h)")
-    if 'ours128' in med:
-        log(f"ours: the cpu preset's 4000 steps of 128 at {med['ours128']:.3f} s = {4000 * med['ours128'] / 60:.1f} min of training steps")
-    if 'seed_vq64' in med:
-        log(f"seed's VQ-VAE: {med['seed_vq64']:.3f} s per batch of 64 with the GAN on (chapter 11 quotes 0.65 s); 10 epochs x {SEED_EPOCH_BATCHES} "
-            f"batches = {10 * SEED_EPOCH_BATCHES * med['seed_vq64'] / 3600:.2f} h at that rate")
+    log("totals below use the CPU time (all threads): wall time on a shared machine grows with the load, CPU time much less")
+    if 'seed64' in cmed:
+        log(f"seed's LDM recipe: 100 epochs x {SEED_EPOCH_BATCHES} batches of 64 at {cmed['seed64']:.3f} CPU s = "
+            f"{100 * SEED_EPOCH_BATCHES * cmed['seed64'] / 3600:.1f} CPU h (the issue's figure: 1.19 s per batch, about 31 h)")
+    if 'ours128' in cmed:
+        log(f"ours: the cpu preset's 4000 steps of 128 at {cmed['ours128']:.3f} CPU s = {4000 * cmed['ours128'] / 60:.1f} CPU min of training steps")
+    if 'seed_vq64' in cmed:
+        log(f"seed's VQ-VAE: {cmed['seed_vq64']:.3f} CPU s per batch of 64 with the GAN on (chapter 11 quotes 0.65 s); 10 epochs x {SEED_EPOCH_BATCHES} "
+            f"batches = {10 * SEED_EPOCH_BATCHES * cmed['seed_vq64'] / 3600:.2f} CPU h at that rate")
     if a.memory:
         mem_names = [v for v in names if v in ('ours128', 'seed64')] if a.quick else names
         log(f"peak memory, each variant alone in a fresh subprocess ({'1 step' if a.quick else '3 steps'} after a warm-up step):")

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Chapter 13's training runs: the book's own Stable Diffusion, from scratch (nbs/13_text_to_image.ipynb shows what they
 # write). Run in this order; each one resumes where it was killed (--resume) and re-measures a finished run.
-#   bash runs/ch13.sh ae8 t2i book ship   # the shipped model: autoencoder, text→image, inpainting fine-tune, package data
-#   bash runs/ch13.sh ae16                # the other first-stage option of the chapter's ceiling table
-# The stored runs used OMP_NUM_THREADS=1 per run, two runs at a time, on 2 cores (the machine is in each eval.json).
+#   bash runs/ch11.sh kl_no_gan           # the autoencoder (chapter 11's no-GAN row: the best judge ceiling measured)
+#   bash runs/ch13.sh t2i book ship       # the text→image model, the inpainting fine-tune, the package data
+#   bash runs/ch13.sh ae8 ae16            # the other first-stage options of the chapter's ceiling table
+# The autoencoders ran with OMP_NUM_THREADS=1, two at a time; t2i with 2 threads (each eval.json names its machine).
+# The stored t2i run began under the preset's earlier 8,000-step cosine schedule and was resumed at step 2,500 under
+# today's 12,000 (--resume takes the step count from the command line), so its learning rate stepped from 4.15e-4 to
+# 4.60e-4 there; a run from scratch follows the 12,000-step schedule throughout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
