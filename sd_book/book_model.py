@@ -222,7 +222,7 @@ BOOK_PRESETS = {
     'tiny': BookPreset(_unet(32, (1, 2), 1, (1,), 32), TrainConfig(steps=4, batch_size=8, lr=1e-3, warmup=2, ema_decay=0.9, log_every=2, sample_every=4, ckpt_every=2),
                        sample_steps=3, n_data=64, text=TEXT_PRESETS['tiny'], eval_per_split=4, inpaint_steps=2),
     'cpu': BookPreset(_unet(64, (1, 2), 1, (1,), 32), TrainConfig(steps=12000, batch_size=64, lr=5e-4, warmup=300, decay='cosine', grad_clip=1.0,
-                      ema_decay=0.999, log_every=50, sample_every=1000, ckpt_every=250), text=TEXT_PRESETS['cpu'], eval_per_split=500, inpaint_steps=1500),
+                      ema_decay=0.999, log_every=50, sample_every=1000, ckpt_every=250), text=TEXT_PRESETS['cpu'], eval_per_split=500, inpaint_steps=1000),
     'gpu': BookPreset(_unet(128, (1, 2, 2), 2, (0, 1, 2), 64), TrainConfig(steps=20000, batch_size=256, lr=3e-4, warmup=500, decay='cosine', grad_clip=1.0,
                       ema_decay=0.9995, log_every=100, sample_every=2000, ckpt_every=1000), text=TEXT_PRESETS['gpu'], eval_per_split=1000, inpaint_steps=4000),
 }

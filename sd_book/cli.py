@@ -118,8 +118,11 @@ def _pnginfo(a: argparse.Namespace, seed: int, width: int, height: int) -> PngIn
 def generate(a: argparse.Namespace, p: argparse.ArgumentParser) -> list:  # the paths written
     "Run `sd-book generate`: check every argument, load the weights, sample, write the PNGs."
     init, mask = check_generate(a, p)
-    load = StableDiffusion.from_pretrained if Path(a.weights).is_dir() or not Path(a.weights).exists() else StableDiffusion.from_single_file
-    pipe = load(a.weights).to(a.device or default_device(), getattr(torch, a.dtype))
+    # a folder with an inpainting UNet beside its text→image one (chapter 13's model) runs that one for --mask
+    inpaint = dict(unet_subfolder='unet_inpaint') if mask is not None and (Path(a.weights) / 'unet_inpaint' / 'config.json').is_file() else {}
+    folder = Path(a.weights).is_dir() or not Path(a.weights).exists()  # or a hub repo id
+    pipe = (StableDiffusion.from_pretrained(a.weights, **inpaint) if folder else StableDiffusion.from_single_file(a.weights))
+    pipe = pipe.to(a.device or default_device(), getattr(torch, a.dtype))
     w, h = a.size or (init.size if init else (pipe.default_size,) * 2)  # the model's training size
     seed = a.seed if a.seed is not None else random.randrange(2 ** 32)
     imgs = pipe(a.prompt, negative_prompt=a.negative or None, height=h, width=w, steps=a.steps, guidance_scale=a.guidance,

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['default_device', 'seeded_generator', 'randn', 'pil_to_tensor', 'tensor_to_pil', 'show_images', 'light_figures',
-           'machine_info', 'machine']
+           'show_grid', 'machine_info', 'machine']
 
 # %% ../nbs/00_utils.ipynb #2ddc9411
 import io, os, platform, subprocess
@@ -107,6 +107,30 @@ def light_figures(
         buf = io.BytesIO(); im.save(buf, format='png', optimize=True)
         return buf.getvalue()
     shell.display_formatter.formatters['image/png'].for_type(Figure, png)
+
+# %% ../nbs/00_utils.ipynb #facfcd75
+def show_grid(
+    rows,  # Rows of images: a (R, K, C, H, W) tensor in [-1, 1], or lists of (C, H, W) tensors in [-1, 1] or PIL images
+    col_titles=(),  # A title above each column
+    row_labels=(),  # A label left of each row
+    scale: int = 2,  # Screen pixels per image pixel, at `dpi`
+    pad: int = 2,  # Pixels between images
+    dpi: int = 80,  # The dpi the figure is stored at (`light_figures`' default)
+    fontsize: int = 8,
+):
+    "A labelled table of small images, all the same size, as a matplotlib figure: rows labelled on the left, columns titled on top."
+    import matplotlib.pyplot as plt
+    rows = [[im.convert('RGB') if isinstance(im, Image.Image) else tensor_to_pil(im)[0].convert('RGB') for im in row] for row in rows]
+    (w, h), ncols = rows[0][0].size, max(map(len, rows))
+    canvas = Image.new('RGB', (ncols * (w + pad) - pad, len(rows) * (h + pad) - pad), 'white')
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row): canvas.paste(im, (c * (w + pad), r * (h + pad)))
+    fig = plt.figure(figsize=(canvas.width * scale / dpi, canvas.height * scale / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1)); ax.imshow(canvas, interpolation='nearest')
+    ax.set_xticks([c * (w + pad) + w / 2 for c in range(len(col_titles))], list(col_titles), fontsize=fontsize)
+    ax.set_yticks([r * (h + pad) + h / 2 for r in range(len(row_labels))], list(row_labels), fontsize=fontsize)
+    ax.xaxis.tick_top(); ax.tick_params(length=0); ax.spines[:].set_visible(False)
+    return fig
 
 # %% ../nbs/00_utils.ipynb #8355786a
 def machine_info() -> dict:

@@ -4,7 +4,9 @@
 
 A page fails if it is missing (every notebook in nbs/ must have one), if it has no content (a heading and prose; a
 chapter also at least one code cell), if its title and sidebar entry lack the chapter number its file name gives, if its
-previous/next links are not the neighbouring pages, if an image on it does not load, if TeX is left unrendered in
+previous/next links are not the neighbouring pages, if an image on it does not load (every <img>, lazy ones made
+eager, must decode to a width > 0 once the page has loaded), if a page that draws with the book's own model (the
+home page, chapters 4, 7, 8, 10 and 13, appendix A) shows no picture besides the Colab badge, if TeX is left unrendered in
 its prose, if a display equation is cut off (wider than its box, and the box does not scroll), if a code line of at
 most 120 characters needs horizontal scrolling, or if a link into the book is broken (file or anchor). Links into
 the book are relative ones and absolute ones to the book's own address (settings.ini's doc_host + doc_baseurl,
@@ -18,18 +20,20 @@ from urllib.parse import unquote, urldefrag, urljoin, urlparse
 from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).parent))
-from docs import chapter_label, SEP  # the numbering rule the site was made with  # noqa: E402
+from docs import chapter_label, chapter_number, SEP  # the numbering rule the site was made with  # noqa: E402
 
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
          '--disable-sync', '--no-first-run']
 CODE_FITS = 120  # a code line this long or shorter must show without scrolling (the column shows about 130)
+# Pages that generate with the book's own model (sd_book.BOOK_MODEL), by the chapter number their file name starts
+# with ('index' for the home page, 90 for appendix A): each must show at least one picture besides the Colab badge.
+BOOK_MODEL_PAGES = ('index', 4, 7, 8, 10, 13, 90)
 
 PAGE_FACTS = r"""() => ({
   h1: (document.querySelector('main h1, h1.title, h1') || {}).textContent || '',
   title: document.title,
   text: (document.querySelector('main') || document.body).innerText.length,
   code: document.querySelectorAll('main div.sourceCode, main pre code').length,
-  broken_imgs: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.getAttribute('src')),
   links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
   ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
   raw_tex: Array.from(document.querySelectorAll('main p, main li, main td')).filter(e => /\\\(|\\\[|\$\$/.test(e.innerText)).map(e => e.innerText.slice(0, 60)),
@@ -37,6 +41,17 @@ PAGE_FACTS = r"""() => ({
   prev: (document.querySelector('nav.page-navigation .nav-page-previous a') || {}).href || null,
   next: (document.querySelector('nav.page-navigation .nav-page-next a') || {}).href || null,
 })"""
+
+# Images: every <img> of the page, once loaded and decoded. `load` waits for the images in the document, but not for
+# lazy ones below the fold, so those are made eager first; decode() settles when the image is ready to draw (it
+# rejects for a broken one). The Colab badge (an image inside the link to Colab, on every chapter) is told apart.
+IMAGES = r"""async () => {
+  const imgs = Array.from(document.images);
+  for (const i of imgs) if (i.loading === 'lazy') i.loading = 'eager';
+  await Promise.all(imgs.map(i => i.decode().catch(() => null)));
+  return imgs.map(i => ({src: (i.getAttribute('src') || '').slice(0, 60), width: i.naturalWidth,
+                         badge: !!i.closest('a[href*="colab.research.google.com"]')}));
+}"""
 
 # Display equations: one fails if its content is wider than its box and the box does not scroll (the reader cannot
 # reach the cut-off part), if the box itself sticks out of the text column, or if the box clips it vertically.
@@ -141,8 +156,13 @@ def main():
                   f"{name}: previous/next links ({(got_prev or '-').replace(base, '')} / {(got_next or '-').replace(base, '')})"
                   + ('' if (got_prev, got_next) == (want_prev, want_next) else
                      f" — expected {(want_prev or '-').replace(base, '')} / {(want_next or '-').replace(base, '')}"))
-            check(not f['broken_imgs'], f"{name}: {len(page.query_selector_all('img'))} images load"
-                  + (f" — broken: {f['broken_imgs'][:5]}" if f['broken_imgs'] else ''))
+            imgs = page.evaluate(IMAGES)
+            broken = [i['src'] for i in imgs if i['width'] == 0]
+            check(not broken, f"{name}: {len(imgs) - len(broken)} of {len(imgs)} images load (each decodes to a width > 0)"
+                  + (f" — broken: {broken[:5]} ({len(broken)} in all)" if broken else ''))
+            if (name == 'index.html' and 'index' in BOOK_MODEL_PAGES) or chapter_number(name) in BOOK_MODEL_PAGES:
+                pictures = sum(1 for i in imgs if i['width'] > 0 and not i['badge'])
+                check(pictures > 0, f"{name}: draws with the book's model and shows {pictures} picture{'s' * (pictures != 1)} besides the Colab badge")
             check(not f['raw_tex'], f"{name}: maths rendered" + (f" — raw TeX left in: {f['raw_tex'][:3]}" if f['raw_tex'] else ''))
 
             eqs = page.evaluate(MATHS)
