@@ -5,6 +5,7 @@
 # Running this again resumes a run that was interrupted and re-measures a finished one (--resume).
 #   bash runs/ch12.sh                 # all runs, one after the other
 #   bash runs/ch12.sh eps flow        # only these
+#   bash runs/ch12.sh arch_base arch_skip_none   # the architecture comparisons (arch_*): 1,000 steps each
 #   PRESET=gpu EXTRA="--device cuda --eval-per-class 1000 --cas" bash runs/ch12.sh eps   # on a GPU (writes runs/ch12_gpu/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,14 +14,28 @@ SD_BOOK="${SD_BOOK:-sd-book}"   # the `sd-book` command (its `train ldm` subcomm
 AE="${AE:-runs/ch11/kl}"
 PRESET="${PRESET:-cpu}"
 OUT="runs/ch12$([ "$PRESET" = cpu ] || echo "_$PRESET")"
+ARCH="--steps 1000 --eval-per-class 200"   # the architecture runs' shared budget
 declare -A RUNS=(
   [eps]="--data mnist --cond class --objective eps"
   [v]="--data mnist --cond class --objective v"
   [flow]="--data mnist --cond class --objective flow"
   [eps_min_snr]="--data mnist --cond class --objective eps --min-snr 5"
   [uncond]="--data mnist --cond none --objective eps"
+  # "why so many stacked blocks?": one change each from the cpu preset's UNet, 1,000 steps, 200 digits per class judged
+  [arch_base]="--data mnist --cond class --objective eps $ARCH"
+  [arch_levels_1]="--data mnist --cond class --objective eps $ARCH --channel-mult 1"
+  [arch_levels_3]="--data mnist --cond class --objective eps $ARCH --channel-mult 1,2,2"
+  [arch_blocks_2]="--data mnist --cond class --objective eps $ARCH --num-res-blocks 2"
+  [arch_blocks_3]="--data mnist --cond class --objective eps $ARCH --num-res-blocks 3"
+  [arch_channels_32]="--data mnist --cond class --objective eps $ARCH --channels 32"
+  [arch_channels_128]="--data mnist --cond class --objective eps $ARCH --channels 128"
+  [arch_attn_low]="--data mnist --cond class --objective eps $ARCH --attention 1,mid"
+  [arch_attn_all]="--data mnist --cond class --objective eps $ARCH --attention 0,1,mid"
+  [arch_skip_add]="--data mnist --cond class --objective eps $ARCH --skip add"
+  [arch_skip_none]="--data mnist --cond class --objective eps $ARCH --skip none"
 )
-ORDER=(eps v flow eps_min_snr uncond)
+ORDER=(eps v flow eps_min_snr uncond arch_base arch_levels_1 arch_levels_3 arch_blocks_2 arch_blocks_3 arch_channels_32 arch_channels_128
+       arch_attn_low arch_attn_all arch_skip_add arch_skip_none)
 for name in "${@:-${ORDER[@]}}"; do
   echo "\$ $SD_BOOK train ldm --autoencoder $AE ${RUNS[$name]} --preset $PRESET ${EXTRA:-} --out $OUT/$name"
   $SD_BOOK train ldm --autoencoder "$AE" ${RUNS[$name]} --preset "$PRESET" ${EXTRA:-} --out "$OUT/$name" --resume --no-progress

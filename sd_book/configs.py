@@ -87,7 +87,8 @@ def unet_config_from_diffusers(d: dict) -> UNetConfig:
     return UNetConfig(in_channels=d['in_channels'], out_channels=d['out_channels'], channels=chs[0], channel_mult=tuple(c // chs[0] for c in chs),
         num_res_blocks=d['layers_per_block'], attention_levels=attn, context_dim=d['cross_attention_dim'],
         use_linear=d.get('use_linear_projection', False), transformer_depth=depth if isinstance(depth, int) else _same(depth, 'transformer depth'),
-        num_classes=d.get('num_class_embeds'), mid_attention=MID_BLOCK_TYPES[mid], text_pool_heads=d.get('addition_embed_type_num_heads', 64) if add else None, **hk)
+        num_classes=d.get('num_class_embeds'), mid_attention=MID_BLOCK_TYPES[mid], text_pool_heads=d.get('addition_embed_type_num_heads', 64) if add else None,
+        skip=d.get('sd_book_skip', 'concat'), **hk)
 
 def unet_config_to_diffusers(c: UNetConfig) -> dict:
     "A diffusers `UNet2DConditionModel` config for the UNet `c`."
@@ -98,7 +99,8 @@ def unet_config_to_diffusers(c: UNetConfig) -> dict:
         attention_head_dim=c.num_heads or [x // c.head_channels for x in chs], use_linear_projection=c.use_linear,
         transformer_layers_per_block=c.transformer_depth, num_class_embeds=c.num_classes,
         mid_block_type=next(t for t, a in MID_BLOCK_TYPES.items() if a == c.mid_attention),
-        **(dict(addition_embed_type='text', addition_embed_type_num_heads=c.text_pool_heads) if c.text_pool_heads else {}))
+        **(dict(addition_embed_type='text', addition_embed_type_num_heads=c.text_pool_heads) if c.text_pool_heads else {}),
+        **(dict(sd_book_skip=c.skip) if c.skip != 'concat' else {}))  # ours (chapter 12's ablations): diffusers only concatenates
 
 # %% ../nbs/09_weight_loading.ipynb #b1732d10
 def vae_config_from_diffusers(d: dict) -> VAEConfig:

@@ -232,6 +232,8 @@ def train_ldm(
     resume: bool = False,  # Continue from `out`'s checkpoint
     device=None,  # Default: the fastest present
     channels: int | None = None, channel_mult: tuple | None = None, num_res_blocks: int | None = None,  # UNet overrides (ablations)
+    attention: tuple | None = None,  # Ablation: levels with attention, and 'mid' for the middle block, e.g. (1, 'mid'); default: the preset's (none)
+    skip: str | None = None,  # Ablation: how the up path takes the skips, 'concat' (the presets', SD's), 'add' or 'none'
     label_dropout: float = 0.1,  # Probability that a label is replaced by the null class in training
     sampler: str = 'ddim',  # Sampler for grids and evaluation (eps, v); flow always uses FlowMatchEuler
     sample_steps: int | None = None, guidance: float | None = None,  # Default: the preset's
@@ -262,8 +264,13 @@ def train_ldm(
     _check(guidance >= 0, 'guidance', 'a number ≥ 0', guidance)
     cfg = replace(p.train, out=str(out), **train_overrides)
     size = size or _autoencoder_size(ae)
+    arch = {k: v for k, v in dict(channels=channels, channel_mult=tuple(channel_mult) if channel_mult else None, num_res_blocks=num_res_blocks, skip=skip).items() if v is not None}
+    if attention is not None:  # no text: the transformers attend within the image (chapter 6's context_dim=None)
+        _check(all(a == 'mid' or isinstance(a, int) for a in attention), 'attention', "levels (0, 1, ...) and/or 'mid', e.g. (1, 'mid')", attention)
+        arch |= dict(attention_levels=tuple(sorted(a for a in attention if a != 'mid')), mid_attention='mid' in attention, context_dim=None)
+    try: replace(p.unet, **arch)  # UNetConfig's own checks (a level out of range, skip='add' with narrowing levels), before any work
+    except ValueError as e: raise ValueError(f'train_ldm: {e}') from None
     z, y = cached_latents(ae, data, 'train', size, p.n_data, cache, device or default_device())
-    arch = {k: v for k, v in dict(channels=channels, channel_mult=tuple(channel_mult) if channel_mult else None, num_res_blocks=num_res_blocks).items() if v is not None}
     ucfg = replace(p.unet, in_channels=z.shape[1], out_channels=z.shape[1], num_classes=NUM_CLASSES[data] + 1 if cond == 'class' else None, **arch)
     torch.manual_seed(cfg.seed)
     unet, vae = UNet(ucfg), load_autoencoder(ae)
@@ -273,7 +280,8 @@ def train_ldm(
     if not trainer.d.main: return {}
     last, dev = (history[-1] if history else {}), trainer.d.device
     s = dict(data=data, cond=cond, objective=objective, min_snr=min_snr, preset=preset, steps=trainer.step, batch_size=cfg.batch_size,
-             lr=cfg.lr, ema_decay=cfg.ema_decay, unet=dict(channels=ucfg.channels, channel_mult=list(ucfg.channel_mult), num_res_blocks=ucfg.num_res_blocks),
+             lr=cfg.lr, ema_decay=cfg.ema_decay, unet=dict(channels=ucfg.channels, channel_mult=list(ucfg.channel_mult), num_res_blocks=ucfg.num_res_blocks,
+             attention_levels=list(ucfg.attention_levels), mid_attention=ucfg.mid_attention, skip=ucfg.skip),
              params=sum(q.numel() for q in unet.parameters()), latent_shape=list(z.shape[1:]), size=size, autoencoder=str(ae),
              seconds=last.get('seconds'), cpu_seconds=last.get('cpu_seconds'), images_per_s=last.get('images_per_s'), final_loss=last.get('loss'), machine=machine(),
              peak_memory_mb=round(torch.cuda.max_memory_allocated() / 2**20) if dev.type == 'cuda' else None)
@@ -304,6 +312,12 @@ def _nonneg_int(s: str) -> int:
     if not s.strip().isdigit(): raise argparse.ArgumentTypeError(f"must be a whole number ≥ 0, got {s!r}")
     return int(s)
 
+def _attention(s: str) -> tuple:
+    if s == 'none': return ()
+    parts = [v.strip() for v in s.split(',')]
+    if not all(v == 'mid' or v.isdigit() for v in parts): raise argparse.ArgumentTypeError(f"must be levels and/or mid separated by commas, e.g. 1,mid, or none, got {s!r}")
+    return tuple(v if v == 'mid' else int(v) for v in parts)
+
 def _autoencoder_dir(s: str) -> str:
     if not (Path(s) / 'config.json').is_file(): raise argparse.ArgumentTypeError(f"{s!r} is not an autoencoder folder (no config.json): train one with `sd-book train autoencoder --out DIR`")
     return s
@@ -333,6 +347,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     a.add_argument('--channels', type=positive_int, default=None, help="UNet channels at level 0, a multiple of 32 (default: the preset's)")
     a.add_argument('--channel-mult', type=_ints, default=None, help="channel multiplier per level, e.g. 1,2,2 (default: the preset's)")
     a.add_argument('--num-res-blocks', type=positive_int, default=None, help="ResnetBlocks per level (default: the preset's)")
+    a.add_argument('--attention', type=_attention, default=None, help="levels with self-attention and/or mid, e.g. 1,mid or 0,1,mid; none (default: the preset's, none)")
+    a.add_argument('--skip', choices=['concat', 'add', 'none'], default=None, help="how the up path takes the skips (default: concat, SD's)")
     p.set_defaults(train=train_ldm_cli)
     from sd_book.book_model import add_text_args; add_text_args(p)  # chapter 13: --cond text's options; it sends text runs to sd_book.book_model
     return p
@@ -341,8 +357,8 @@ def train_ldm_cli(a: argparse.Namespace) -> Path:
     "Run `sd-book train ldm` from parsed arguments; returns the output folder."
     over = {k: v for k, v in dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay).items() if v is not None}
     s = train_ldm(a.autoencoder, a.data, a.out, a.cond, a.objective, a.min_snr, a.preset, a.resume, a.device, a.channels, a.channel_mult,
-                  a.num_res_blocks, a.label_dropout, a.sampler, a.sample_steps, a.guidance, a.eval_per_class, tuple(a.sweep_guidance), tuple(a.sweep_steps),
-                  a.cas, cache=a.cache, seed=a.seed, progress=not a.no_progress, **over)
+                  a.num_res_blocks, a.attention, a.skip, a.label_dropout, a.sampler, a.sample_steps, a.guidance, a.eval_per_class,
+                  tuple(a.sweep_guidance), tuple(a.sweep_steps), a.cas, cache=a.cache, seed=a.seed, progress=not a.no_progress, **over)
     if s:
         e = s.get('eval', {}).get('ema', {})
         acc = f", class accuracy {e['class_accuracy']:.2%}" if e.get('class_accuracy') is not None else ''

@@ -37,13 +37,14 @@ class UNetConfig:
     attention_levels: tuple = (0, 1, 2)  # Levels with a SpatialTransformer after each ResnetBlock
     num_heads: int | None = 8  # A fixed number of heads (SD 1) ...
     head_channels: int | None = None  # ... or a fixed head width (SD 2: 64); set exactly one
-    context_dim: int = 768  # Width of the text encoder's output
+    context_dim: int | None = 768  # Width of the text encoder's output; None: no text, attn2 attends within the image too
     use_linear: bool = False  # Linear proj_in/proj_out (SD 2) instead of 1x1 convs
     transformer_depth: int = 1  # Transformer blocks per SpatialTransformer
     dropout: float = 0.0
     num_classes: int | None = None  # Class-conditional: one learned vector per class, added to the time embedding
     mid_attention: bool = True  # A SpatialTransformer in the middle block (False: a single ResnetBlock there)
     text_pool_heads: int | None = None  # Imagen / DeepFloyd IF: the context, attention-pooled with this many heads, added to the time embedding
+    skip: str = 'concat'  # How the up path takes the down path's maps: 'concat' (every SD model), 'add' or 'none' (chapter 12's ablations)
 
     def __post_init__(self):
         if (self.num_heads is None) == (self.head_channels is None):
@@ -53,12 +54,16 @@ class UNetConfig:
             raise ValueError(f"UNetConfig: attention_levels {bad} out of range; allowed 0..{len(self.channel_mult) - 1}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ValueError(f"UNetConfig: num_classes must be None (no classes) or at least 1, got {self.num_classes}")
-        if self.text_pool_heads is not None and (self.text_pool_heads < 1 or self.context_dim % self.text_pool_heads):
+        if self.text_pool_heads is not None and (self.text_pool_heads < 1 or not self.context_dim or self.context_dim % self.text_pool_heads):
             raise ValueError(f"UNetConfig: text_pool_heads must be None or divide context_dim={self.context_dim}, got {self.text_pool_heads}")
+        if self.skip not in ('concat', 'add', 'none'):
+            raise ValueError(f"UNetConfig: skip must be 'concat', 'add' or 'none', got {self.skip!r}")
+        if self.skip == 'add' and list(self.channel_mult) != sorted(self.channel_mult):  # then no skip is wider than the map it joins
+            raise ValueError(f"UNetConfig: skip='add' needs a non-decreasing channel_mult, got {self.channel_mult}")
 
     @property
     def has_attention(self) -> bool:
-        "Whether the UNet has any SpatialTransformer (or pools the text), i.e. needs a `context`."
+        "Whether the UNet has any SpatialTransformer (or pools the text), i.e. needs a `context` unless `context_dim` is None."
         return bool(self.attention_levels) or self.mid_attention or bool(self.text_pool_heads)
 
     def heads(self, ch: int) -> tuple[int, int]:
@@ -71,6 +76,7 @@ class UNetConfig:
         "This config as the `unet_config.params` of the original LDM YAML (`v1-inference.yaml`, `v2-inference.yaml`)."
         if not self.mid_attention: raise ValueError("UNetConfig.ldm_params: LDM's UNet always has attention in its middle block (mid_attention=True)")
         if self.text_pool_heads: raise ValueError("UNetConfig.ldm_params: LDM's UNet has no pooled text embedding (text_pool_heads=None)")
+        if self.skip != 'concat': raise ValueError(f"UNetConfig.ldm_params: LDM's UNet concatenates its skips (skip='concat'), got {self.skip!r}")
         p = dict(in_channels=self.in_channels, out_channels=self.out_channels, model_channels=self.channels,
                  attention_resolutions=[2 ** l for l in sorted(self.attention_levels, reverse=True)],
                  num_res_blocks=self.num_res_blocks, channel_mult=list(self.channel_mult),
@@ -141,7 +147,7 @@ class UNet(nn.Module):
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
-                layers = res_attn(cfg, ch + skips.pop(), mult * c0, level in cfg.attention_levels)
+                layers = res_attn(cfg, ch + (skips.pop() if cfg.skip == 'concat' else 0), mult * c0, level in cfg.attention_levels)
                 ch = mult * c0
                 if level > 0 and i == cfg.num_res_blocks: layers.append(Upsample(ch))
                 self.output_blocks.append(TimestepSequential(*layers))
@@ -154,8 +160,10 @@ class UNet(nn.Module):
             raise ValueError(f"UNet: x must be (B, in_channels={c.in_channels}, H, W), got shape {tuple(x.shape)}")
         if t.ndim > 1 or t.numel() not in (1, B):
             raise ValueError(f"UNet: t must be a number or a (B,) = ({B},) tensor, got shape {tuple(t.shape)}")
-        if context is None and c.has_attention:
+        if context is None and c.has_attention and c.context_dim:
             raise ValueError(f"UNet: context is required (this UNet has SpatialTransformers): a (B, M, context_dim={c.context_dim}) tensor")
+        if context is not None and not c.context_dim:
+            raise ValueError("UNet: context must be None: this UNet takes no text (context_dim=None)")
         if context is not None and (context.ndim != 3 or context.shape[-1] != c.context_dim):
             raise ValueError(f"UNet: context must be (B, M, context_dim={c.context_dim}), got shape {tuple(context.shape)}")
         if c.num_classes is None:
@@ -186,6 +194,8 @@ class UNet(nn.Module):
             h = block(h, temb, context); skips.append(h)
         h = self.middle_block(h, temb, context)
         for block in self.output_blocks:
-            h = torch.cat([h, skips.pop()], dim=1)  # (B, C, H, W) ++ (B, C_skip, H, W) -> (B, C + C_skip, H, W)
+            s = skips.pop()
+            if self.cfg.skip == 'concat': h = torch.cat([h, s], dim=1)  # (B, C, H, W) ++ (B, C_skip, H, W) -> (B, C + C_skip, H, W)
+            elif self.cfg.skip == 'add': h = h + F.pad(s, (0, 0, 0, 0, 0, h.shape[1] - s.shape[1]))  # onto the first C_skip channels
             h = block(h, temb, context, skips[-1].shape[2:] if skips else None)  # an Upsample meets the next skip's size
         return self.out(h)
