@@ -22,7 +22,7 @@ declare -A RUNS=(
   [eps_min_snr]="--data mnist --cond class --objective eps --min-snr 5"
   [uncond]="--data mnist --cond none --objective eps"
   # "why so many stacked blocks?": one change each from the cpu preset's UNet, 1,000 steps, 200 digits per class judged
-  [arch_base]="--data mnist --cond class --objective eps $ARCH"
+  [arch_base]="--data mnist --cond class --objective eps $ARCH --sample-every 100"   # judged every 100 steps: the learning curve
   [arch_levels_1]="--data mnist --cond class --objective eps $ARCH --channel-mult 1"
   [arch_levels_3]="--data mnist --cond class --objective eps $ARCH --channel-mult 1,2,2"
   [arch_blocks_2]="--data mnist --cond class --objective eps $ARCH --num-res-blocks 2"
