@@ -16,11 +16,11 @@ PRESET="${PRESET:-cpu}"
 OUT="runs/ch12$([ "$PRESET" = cpu ] || echo "_$PRESET")"
 ARCH="--steps 1000 --eval-per-class 200"   # the architecture runs' shared budget
 declare -A RUNS=(
-  [eps]="--data mnist --cond class --objective eps"
-  [v]="--data mnist --cond class --objective v"
-  [flow]="--data mnist --cond class --objective flow"
-  [eps_min_snr]="--data mnist --cond class --objective eps --min-snr 5"
-  [uncond]="--data mnist --cond none --objective eps"
+  [eps]="--data mnist --cond class --objective eps --eval-per-class 500"
+  [v]="--data mnist --cond class --objective v --eval-per-class 500"
+  [flow]="--data mnist --cond class --objective flow --eval-per-class 500"
+  [eps_min_snr]="--data mnist --cond class --objective eps --min-snr 5 --eval-per-class 500"
+  [uncond]="--data mnist --cond none --objective eps --eval-per-class 500"
   # "why so many stacked blocks?": one change each from the cpu preset's UNet, 1,000 steps, 200 digits per class judged
   [arch_base]="--data mnist --cond class --objective eps $ARCH --sample-every 100"   # judged every 100 steps: the learning curve
   [arch_levels_1]="--data mnist --cond class --objective eps $ARCH --channel-mult 1"
@@ -40,5 +40,5 @@ for name in "${@:-${ORDER[@]}}"; do
   echo "\$ $SD_BOOK train ldm --autoencoder $AE ${RUNS[$name]} --preset $PRESET ${EXTRA:-} --out $OUT/$name"
   $SD_BOOK train ldm --autoencoder "$AE" ${RUNS[$name]} --preset "$PRESET" ${EXTRA:-} --out "$OUT/$name" --resume --no-progress
 done
-# The main run's sweep over guidance scales and sampler steps (EMA weights), written to its eval.json:
-#   sd-book train ldm --autoencoder runs/ch11/kl --data mnist --preset cpu --out runs/ch12/eps --resume --sweep-guidance 1,2,3,5 --sweep-steps 10,20,50
+# The main run judged further from its committed EMA UNet (guidance x sampler steps, and the Classification Accuracy Score):
+#   python runs/ch12_eval.py runs/ch12/eps --guidance 1,3,5 --steps 10,20,50
