@@ -9,9 +9,9 @@ import argparse, json, time
 from pathlib import Path
 import torch
 from sd_book.checkpoint import atomic_write
-from sd_book.evaluate import cas
+from sd_book.evaluate import cas, class_accuracy
 from sd_book.first_stage import load_autoencoder
-from sd_book.ldm import evaluate_ldm, fid_baseline
+from sd_book.ldm import evaluate_ldm, fid_baseline, cached_latents
 from sd_book.loading import load_unet
 from sd_book.train import machine
 
@@ -24,6 +24,8 @@ p.add_argument('--steps', default='10,20,50', help='sampler steps of the sweep')
 p.add_argument('--per-class', type=int, default=100, help='digits per class at each (guidance, steps) point')
 p.add_argument('--cas-guidance', default='3', help="guidance scales at which to measure the CAS, at the run's own step count ('' for none)")
 p.add_argument('--cas-per-class', type=int, default=1000, help='generated digits per class for the CAS')
+p.add_argument('--cas-reconstructions', action='store_true',
+               help="also the CAS of the autoencoder's reconstructions of the real baseline's 10,000 digits: the ceiling the autoencoder sets")
 a = p.parse_args()
 torch.set_flush_denormal(True)
 run = Path(a.run)
@@ -32,8 +34,7 @@ unet, vae = load_unet(run / 'unet'), load_autoencoder(ev['autoencoder'])
 k0, sampler = ev['eval']['ema']['steps'], ev['eval']['ema']['sampler']
 sampler = 'ddim' if sampler == 'flow_euler' else sampler  # (ignored for flow, which always samples with FlowMatchEuler)
 f = run / 'sweep.json'
-out = json.loads(f.read_text()) if f.exists() else {}
-out |= dict(run=str(run), objective=ev['objective'], sampler=sampler, machine=machine())
+out = dict(run=str(run), objective=ev['objective'], sampler=sampler, machine=machine())  # what this call measures, merged into f at the end
 if ws := numbers(a.guidance):
     t0 = time.perf_counter()
     out |= dict(per_class=a.per_class, fid_real_same_n=fid_baseline(10 * a.per_class), sweep=[])
@@ -42,13 +43,23 @@ if ws := numbers(a.guidance):
             r = evaluate_ldm(unet, vae, ev['objective'], a.per_class, w, k, sampler, ev['size'])
             out['sweep'].append(r); print(f"guidance {w:g}, {k} steps: accuracy {r['class_accuracy']:.2%}, FID {r['fid']:.2f}", flush=True)
     out['sweep_seconds'] = round(time.perf_counter() - t0, 1)
-cases = {c['guidance']: c for c in out.get('cas', [])} if isinstance(out.get('cas'), list) else {}
+cases = {}
 for w in numbers(a.cas_guidance):  # a fresh set (seed 1) at each scale; the classifier recipe trains on it
     t1 = time.perf_counter()
     r, x, labels = evaluate_ldm(unet, vae, ev['objective'], a.cas_per_class, w, k0, sampler, ev['size'], seed=1, return_images=True)
     cases[w] = dict(guidance=w, steps=k0, images=len(x), class_accuracy=r['class_accuracy'], fid=r['fid'], accuracy=cas(x, labels),
                     seconds=round(time.perf_counter() - t1, 1), machine=machine())
     print(f"CAS ({len(x):,} generated digits at guidance {w:g}, {k0} steps): {cases[w]['accuracy']:.2%}", flush=True)
-out['cas'] = [cases[w] for w in sorted(cases)]
+if a.cas_reconstructions:  # the real baseline's digits (the first 1,000 of each class), through the autoencoder and back
+    t1 = time.perf_counter()
+    z, y = cached_latents(ev['autoencoder'], 'mnist', 'train', ev['size'])
+    idx = torch.cat([torch.nonzero(y == k).flatten()[:1000] for k in range(10)])
+    with torch.no_grad(): x = torch.cat([vae.decode(z[idx[i:i + 500]] / vae.cfg.scaling_factor).clamp(-1, 1) for i in range(0, len(idx), 500)])
+    out['cas_reconstructions'] = dict(images=len(x), class_accuracy=class_accuracy(x, y[idx]), accuracy=cas(x, y[idx]),
+                                      seconds=round(time.perf_counter() - t1, 1), machine=machine())
+    print(f"CAS of {len(x):,} reconstructions of real digits: {out['cas_reconstructions']['accuracy']:.2%}", flush=True)
+old = json.loads(f.read_text()) if f.exists() else {}  # read now: another call may have written since this one started
+cases = {c['guidance']: c for c in old.get('cas', [])} | cases
+out = old | out | dict(cas=[cases[w] for w in sorted(cases)])
 atomic_write(f, lambda t: Path(t).write_text(json.dumps(out, indent=2)))
 print(f"{f}: {out['machine']}")
