@@ -6,6 +6,7 @@
 #   bash runs/ch12.sh                 # all runs, one after the other
 #   bash runs/ch12.sh eps flow        # only these
 #   bash runs/ch12.sh arch_base arch_skip_none   # the architecture comparisons (arch_*): 1,000 steps each
+#   bash runs/ch12.sh eps_min_snr uncond train_no_warmup train_no_clip   # the recipe's parts, against arch_base: 1,000 steps each
 #   PRESET=gpu EXTRA="--device cuda --eval-per-class 1000 --cas" bash runs/ch12.sh eps   # on a GPU (writes runs/ch12_gpu/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +20,6 @@ declare -A RUNS=(
   [eps]="--data mnist --cond class --objective eps --eval-per-class 500"
   [v]="--data mnist --cond class --objective v --eval-per-class 500"
   [flow]="--data mnist --cond class --objective flow --eval-per-class 500"
-  [eps_min_snr]="--data mnist --cond class --objective eps --min-snr 5 --eval-per-class 500"
-  [uncond]="--data mnist --cond none --objective eps --eval-per-class 500"
   # "why so many stacked blocks?": one change each from the cpu preset's UNet, 1,000 steps, 200 digits per class judged
   [arch_base]="--data mnist --cond class --objective eps $ARCH --sample-every 100"   # judged every 100 steps: the learning curve
   [arch_levels_1]="--data mnist --cond class --objective eps $ARCH --channel-mult 1"
@@ -28,14 +27,20 @@ declare -A RUNS=(
   [arch_blocks_2]="--data mnist --cond class --objective eps $ARCH --num-res-blocks 2"
   [arch_blocks_3]="--data mnist --cond class --objective eps $ARCH --num-res-blocks 3"
   [arch_channels_32]="--data mnist --cond class --objective eps $ARCH --channels 32"
+  [arch_channels_32_groups_16]="--data mnist --cond class --objective eps $ARCH --channels 32 --norm-groups 16"
   [arch_channels_128]="--data mnist --cond class --objective eps $ARCH --channels 128"
   [arch_attn_low]="--data mnist --cond class --objective eps $ARCH --attention 1,mid"
   [arch_attn_all]="--data mnist --cond class --objective eps $ARCH --attention 0,1,mid"
   [arch_skip_add]="--data mnist --cond class --objective eps $ARCH --skip add"
   [arch_skip_none]="--data mnist --cond class --objective eps $ARCH --skip none"
+  # what the training recipe buys: one change each from arch_base, the same 1,000-step budget
+  [eps_min_snr]="--data mnist --cond class --objective eps $ARCH --min-snr 5"
+  [uncond]="--data mnist --cond none --objective eps $ARCH"
+  [train_no_warmup]="--data mnist --cond class --objective eps $ARCH --warmup 0"
+  [train_no_clip]="--data mnist --cond class --objective eps $ARCH --grad-clip 0"
 )
-ORDER=(eps v flow eps_min_snr uncond arch_base arch_levels_1 arch_levels_3 arch_blocks_2 arch_blocks_3 arch_channels_32 arch_channels_128
-       arch_attn_low arch_attn_all arch_skip_add arch_skip_none)
+ORDER=(eps v flow arch_base arch_levels_1 arch_levels_3 arch_blocks_2 arch_blocks_3 arch_channels_32 arch_channels_32_groups_16 arch_channels_128
+       arch_attn_low arch_attn_all arch_skip_add arch_skip_none eps_min_snr uncond train_no_warmup train_no_clip)
 for name in "${@:-${ORDER[@]}}"; do
   echo "\$ $SD_BOOK train ldm --autoencoder $AE ${RUNS[$name]} --preset $PRESET ${EXTRA:-} --out $OUT/$name"
   $SD_BOOK train ldm --autoencoder "$AE" ${RUNS[$name]} --preset "$PRESET" ${EXTRA:-} --out "$OUT/$name" --resume --no-progress

@@ -102,18 +102,19 @@ class BasicTransformerBlock(nn.Module):
 class SpatialTransformer(nn.Module):
     "Treat each pixel of a feature map as a token: GroupNorm, project in, transformer blocks, project out, residual."
     def __init__(self,
-                 in_channels: int,  # Channels of the feature map (divisible by 32)
+                 in_channels: int,  # Channels of the feature map (divisible by `groups`)
                  num_heads: int,  # Attention heads
                  head_channels: int,  # Width of each head; the tokens are num_heads·head_channels wide
                  depth: int = 1,  # Number of transformer blocks
                  context_dim: int | None = None,  # Width of the context
                  use_linear: bool = False,  # Linear projections (SD2) instead of 1×1 convs (SD1)
-                 dropout: float = 0.0):
+                 dropout: float = 0.0,
+                 groups: int = 32):  # GroupNorm groups (every SD: 32)
         super().__init__()
-        if in_channels % 32: raise ValueError(f"SpatialTransformer: in_channels={in_channels} must be divisible by 32 (GroupNorm groups)")
+        if in_channels % groups: raise ValueError(f"SpatialTransformer: in_channels={in_channels} must be divisible by {groups} (GroupNorm groups)")
         inner = num_heads * head_channels
         self.use_linear = use_linear
-        self.norm = nn.GroupNorm(32, in_channels, eps=1e-6)
+        self.norm = nn.GroupNorm(groups, in_channels, eps=1e-6)
         self.proj_in = nn.Linear(in_channels, inner) if use_linear else nn.Conv2d(in_channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(BasicTransformerBlock(inner, num_heads, head_channels, context_dim, dropout)
                                                 for _ in range(depth))

@@ -54,7 +54,7 @@ def clip_config_from(sd: dict, family: str) -> CLIPConfig:  # sd: text-encoder t
 
 # %% ../nbs/09_weight_loading.ipynb #bfe0c683
 SD_UNET_FIXED = dict(class_embed_type=None, class_embeddings_concat=False, encoder_hid_dim=None, time_embedding_type='positional',
-                     flip_sin_to_cos=True, freq_shift=0, act_fn='silu', norm_num_groups=32, resnet_time_scale_shift='default', only_cross_attention=False)
+                     flip_sin_to_cos=True, freq_shift=0, act_fn='silu', resnet_time_scale_shift='default', only_cross_attention=False)
 MID_BLOCK_TYPES = {'UNetMidBlock2DCrossAttn': True, 'UNetMidBlock2D': False}  # diffusers' mid_block_type -> our mid_attention
 SD_VAE_FIXED = dict(act_fn='silu', use_quant_conv=True, use_post_quant_conv=True)
 
@@ -88,7 +88,7 @@ def unet_config_from_diffusers(d: dict) -> UNetConfig:
         num_res_blocks=d['layers_per_block'], attention_levels=attn, context_dim=d['cross_attention_dim'],
         use_linear=d.get('use_linear_projection', False), transformer_depth=depth if isinstance(depth, int) else _same(depth, 'transformer depth'),
         num_classes=d.get('num_class_embeds'), mid_attention=MID_BLOCK_TYPES[mid], text_pool_heads=d.get('addition_embed_type_num_heads', 64) if add else None,
-        skip=d.get('sd_book_skip', 'concat'), **hk)
+        skip=d.get('sd_book_skip', 'concat'), norm_groups=d.get('norm_num_groups', 32), **hk)
 
 def unet_config_to_diffusers(c: UNetConfig) -> dict:
     "A diffusers `UNet2DConditionModel` config for the UNet `c`."
@@ -98,7 +98,7 @@ def unet_config_to_diffusers(c: UNetConfig) -> dict:
         down_block_types=down, up_block_types=[t.replace('Down', 'Up') for t in reversed(down)], cross_attention_dim=c.context_dim,
         attention_head_dim=c.num_heads or [x // c.head_channels for x in chs], use_linear_projection=c.use_linear,
         transformer_layers_per_block=c.transformer_depth, num_class_embeds=c.num_classes,
-        mid_block_type=next(t for t, a in MID_BLOCK_TYPES.items() if a == c.mid_attention),
+        mid_block_type=next(t for t, a in MID_BLOCK_TYPES.items() if a == c.mid_attention), norm_num_groups=c.norm_groups,
         **(dict(addition_embed_type='text', addition_embed_type_num_heads=c.text_pool_heads) if c.text_pool_heads else {}),
         **(dict(sd_book_skip=c.skip) if c.skip != 'concat' else {}))  # ours (chapter 12's ablations): diffusers only concatenates
 

@@ -102,9 +102,13 @@ def _model_fn(unet, labels, guidance):
 
 @torch.no_grad()
 def generate(unet: UNet, vae: AutoencoderKL, labels, objective: str = 'eps', steps: int = 20, guidance: float = 1.0, sampler: str = 'ddim',
-             generator: torch.Generator | None = None, n: int | None = None, size: int = 32, batch_size: int = 500, decode: bool = True) -> torch.Tensor:
-    "Images (N, 3, size, size) in [-1, 1] for `labels` (classes (N,), or what the network takes, e.g. token ids (N, T); None: `n` unconditional ones): chapter 7's sampler (eps, v) or FlowMatchEuler (flow), with guidance; `decode=False`: the scaled latents."
+             generator: torch.Generator | None = None, n: int | None = None, size: int = 32, batch_size: int = 500, decode: bool = True,
+             guidance_interval: tuple = (0.0, 1.0)) -> torch.Tensor:
+    "Images (N, 3, size, size) in [-1, 1] for `labels` (classes (N,), or what the network takes, e.g. token ids (N, T); None: `n` unconditional ones): chapter 7's sampler (eps, v) or FlowMatchEuler (flow), with guidance on the steps k with ⌊start·steps⌋ ≤ k < ⌊stop·steps⌋ of `guidance_interval` (diffusers' guiders' `start`, `stop`; the other steps run the conditional prediction alone); `decode=False`: the scaled latents."
     if objective not in OBJECTIVES: raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    start, stop = guidance_interval
+    if not 0 <= start <= stop <= 1: raise ValueError(f"guidance_interval must be (start, stop) with 0 ≤ start ≤ stop ≤ 1, got {guidance_interval!r}")
+    guided = range(int(start * steps), int(stop * steps))  # step 0 is the noisiest
     dev = next(unet.parameters()).device
     labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long, device=dev)
     N, f = (len(labels) if labels is not None else n), vae.cfg.downscale
@@ -113,9 +117,10 @@ def generate(unet: UNet, vae: AutoencoderKL, labels, objective: str = 'eps', ste
     for i in range(0, N, batch_size):
         sched = FlowMatchEuler() if objective == 'flow' else get_scheduler(sampler, ScheduleConfig(prediction_type='epsilon' if objective == 'eps' else 'v_prediction'))
         sched.set_timesteps(steps)
-        model = _model_fn(unet, None if labels is None else labels[i:i + batch_size], guidance)
+        lab = None if labels is None else labels[i:i + batch_size]
+        model, plain = _model_fn(unet, lab, guidance), _model_fn(unet, lab, 1.0)
         x = noise[i:i + batch_size] * sched.init_noise_sigma
-        for k, t in enumerate(sched.timesteps): x, _ = sched.step(model(sched.scale_model_input(x, k), t), k, x, generator)
+        for k, t in enumerate(sched.timesteps): x, _ = sched.step((model if k in guided else plain)(sched.scale_model_input(x, k), t), k, x, generator)
         out.append((vae.decode(x / vae.cfg.scaling_factor).clamp(-1, 1) if decode else x).float().cpu())
     unet.train(was)
     return torch.cat(out)
@@ -195,12 +200,15 @@ def _real_features(split: str, n: int | None = None) -> torch.Tensor:
     return features(x[:n] if n else x)
 
 def evaluate_ldm(unet: UNet, vae: AutoencoderKL, objective: str, per_class: int = 100, guidance: float = 3.0, steps: int = 20,
-                 sampler: str = 'ddim', size: int = 32, seed: int = 0, batch_size: int = 500, return_images: bool = False) -> dict:
+                 sampler: str = 'ddim', size: int = 32, seed: int = 0, batch_size: int = 500, return_images: bool = False,
+                 guidance_interval: tuple = (0.0, 1.0)) -> dict:
     "Class accuracy (conditional models) and FID on the MNIST classifier's features against the 10,000 real test digits, of `per_class` samples of each digit."
     n = 10 * per_class
     labels = torch.arange(10).repeat_interleave(per_class) if unet.cfg.num_classes else None
-    x = generate(unet, vae, labels, objective, steps, guidance, sampler, torch.Generator().manual_seed(seed), n=n, size=size, batch_size=batch_size)
-    r = dict(guidance=guidance, steps=steps, sampler='flow_euler' if objective == 'flow' else sampler, images=n,
+    x = generate(unet, vae, labels, objective, steps, guidance, sampler, torch.Generator().manual_seed(seed), n=n, size=size, batch_size=batch_size,
+                 guidance_interval=guidance_interval)
+    r = dict(guidance=guidance, **({'guidance_interval': list(guidance_interval)} if tuple(guidance_interval) != (0, 1) else {}),
+             steps=steps, sampler='flow_euler' if objective == 'flow' else sampler, images=n,
              class_accuracy=class_accuracy(x, labels) if labels is not None else None, fid=fid(features(x), _real_features('test')))
     return (r, x, labels) if return_images else r
 
@@ -255,6 +263,7 @@ def train_ldm(
     channels: int | None = None, channel_mult: tuple | None = None, num_res_blocks: int | None = None,  # UNet overrides (ablations)
     attention: tuple | None = None,  # Ablation: levels with attention, and 'mid' for the middle block, e.g. (1, 'mid'); default: the preset's (none)
     skip: str | None = None,  # Ablation: how the up path takes the skips, 'concat' (the presets', SD's), 'add' or 'none'
+    norm_groups: int | None = None,  # Ablation: GroupNorm groups (default: the preset's, SD's 32)
     label_dropout: float = 0.1,  # Probability that a label is replaced by the null class in training
     sampler: str = 'ddim',  # Sampler for grids and evaluation (eps, v); flow always uses FlowMatchEuler
     sample_steps: int | None = None, guidance: float | None = None,  # Default: the preset's
@@ -274,7 +283,9 @@ def train_ldm(
     _check(min_snr is None or min_snr > 0, 'min_snr', 'a number > 0 (e.g. 5)', min_snr)
     _check(0 <= label_dropout < 1, 'label_dropout', 'in [0, 1)', label_dropout)
     _check(sampler in SAMPLERS, 'sampler', f"one of {list(SAMPLERS)}", sampler)
-    _check(channels is None or channels % 32 == 0 and channels > 0, 'channels', 'a positive multiple of 32 (GroupNorm has 32 groups)', channels)
+    _check(norm_groups is None or norm_groups >= 1, 'norm_groups', 'a whole number ≥ 1', norm_groups)
+    groups = norm_groups or LDM_PRESETS[preset].unet.norm_groups
+    _check(channels is None or channels % groups == 0 and channels > 0, 'channels', f'a positive multiple of {groups} (GroupNorm has {groups} groups)', channels)
     _check(channel_mult is None or len(channel_mult) > 0 and all(int(m) == m and m > 0 for m in channel_mult), 'channel_mult', 'positive whole numbers, e.g. 1,2,2', channel_mult)
     _check(num_res_blocks is None or num_res_blocks >= 1, 'num_res_blocks', 'a whole number ≥ 1', num_res_blocks)
     ae = Path(autoencoder)
@@ -286,7 +297,7 @@ def train_ldm(
     _check(guidance >= 0, 'guidance', 'a number ≥ 0', guidance)
     cfg = replace(p.train, out=str(out), **train_overrides)
     size = size or _autoencoder_size(ae)
-    arch = {k: v for k, v in dict(channels=channels, channel_mult=tuple(channel_mult) if channel_mult else None, num_res_blocks=num_res_blocks, skip=skip).items() if v is not None}
+    arch = {k: v for k, v in dict(channels=channels, channel_mult=tuple(channel_mult) if channel_mult else None, num_res_blocks=num_res_blocks, skip=skip, norm_groups=norm_groups).items() if v is not None}
     if attention is not None:  # no text: the transformers attend within the image (chapter 6's context_dim=None)
         _check(all(a == 'mid' or isinstance(a, int) for a in attention), 'attention', "levels (0, 1, ...) and/or 'mid', e.g. (1, 'mid')", attention)
         arch |= dict(attention_levels=tuple(sorted(a for a in attention if a != 'mid')), mid_attention='mid' in attention, context_dim=None)
@@ -336,6 +347,12 @@ def _nonneg_int(s: str) -> int:
     if not s.strip().isdigit(): raise argparse.ArgumentTypeError(f"must be a whole number ≥ 0, got {s!r}")
     return int(s)
 
+def _nonneg_float(s: str) -> float:
+    try: v = float(s)
+    except ValueError: v = float('nan')
+    if not v >= 0: raise argparse.ArgumentTypeError(f"must be a number ≥ 0, got {s!r}")
+    return v
+
 def _attention(s: str) -> tuple:
     if s == 'none': return ()
     parts = [v.strip() for v in s.split(',')]
@@ -358,6 +375,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument('--min-snr', type=positive_float, default=None, metavar='GAMMA', help='min-SNR-γ loss weighting (Hang et al. use 5; default: off)')
     p.add_argument('--label-dropout', type=float, default=0.1, help='probability of the null class in training (default 0.1)')
     p.add_argument('--ema-decay', type=float, default=None, help="EMA decay (default: the preset's; 0: no EMA)")
+    p.add_argument('--warmup', type=_nonneg_int, default=None, help="learning-rate warm-up steps (default: the preset's; 0: none)")
+    p.add_argument('--grad-clip', type=_nonneg_float, default=None, help="largest gradient norm (default: the preset's; 0: no clipping)")
     p.add_argument('--cache', default=None, help='folder of cached latents (default ~/.cache/sd_book/latents)')
     g = p.add_argument_group('sampling and evaluation')
     g.add_argument('--sampler', default='ddim', choices=list(SAMPLERS), help='for eps and v (default ddim); flow always uses FlowMatchEuler')
@@ -370,20 +389,22 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument('--sample-every', type=positive_int, default=None, help="steps between sample grids and evaluations (default: the preset's)")
     g.add_argument('--track-per-class', type=_nonneg_int, default=None, help="digits per class judged with each grid, written to evals.jsonl with the loss at fixed noise levels (default: the preset's; 0: none)")
     a = p.add_argument_group('architecture (ablations)')
-    a.add_argument('--channels', type=positive_int, default=None, help="UNet channels at level 0, a multiple of 32 (default: the preset's)")
+    a.add_argument('--channels', type=positive_int, default=None, help="UNet channels at level 0, a multiple of --norm-groups (default: the preset's)")
     a.add_argument('--channel-mult', type=_ints, default=None, help="channel multiplier per level, e.g. 1,2,2 (default: the preset's)")
     a.add_argument('--num-res-blocks', type=positive_int, default=None, help="ResnetBlocks per level (default: the preset's)")
     a.add_argument('--attention', type=_attention, default=None, help="levels with self-attention and/or mid, e.g. 1,mid or 0,1,mid; none (default: the preset's, none)")
     a.add_argument('--skip', choices=['concat', 'add', 'none'], default=None, help="how the up path takes the skips (default: concat, SD's)")
+    a.add_argument('--norm-groups', type=positive_int, default=None, help="GroupNorm groups; --channels must be a multiple (default: the preset's, SD's 32)")
     p.set_defaults(train=train_ldm_cli)
     from sd_book.book_model import add_text_args; add_text_args(p)  # chapter 13: --cond text's options; it sends text runs to sd_book.book_model
     return p
 
 def train_ldm_cli(a: argparse.Namespace) -> Path:
     "Run `sd-book train ldm` from parsed arguments; returns the output folder."
-    over = {k: v for k, v in dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay, sample_every=a.sample_every).items() if v is not None}
+    over = {k: v for k, v in dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay, sample_every=a.sample_every,
+                                                 warmup=a.warmup, grad_clip=a.grad_clip).items() if v is not None}
     s = train_ldm(a.autoencoder, a.data, a.out, a.cond, a.objective, a.min_snr, a.preset, a.resume, a.device, a.channels, a.channel_mult,
-                  a.num_res_blocks, a.attention, a.skip, a.label_dropout, a.sampler, a.sample_steps, a.guidance, a.eval_per_class,
+                  a.num_res_blocks, a.attention, a.skip, a.norm_groups, a.label_dropout, a.sampler, a.sample_steps, a.guidance, a.eval_per_class,
                   tuple(a.sweep_guidance), tuple(a.sweep_steps), a.cas, a.track_per_class, cache=a.cache, seed=a.seed, progress=not a.no_progress, **over)
     if s:
         e = s.get('eval', {}).get('ema', {})

@@ -45,6 +45,7 @@ class UNetConfig:
     mid_attention: bool = True  # A SpatialTransformer in the middle block (False: a single ResnetBlock there)
     text_pool_heads: int | None = None  # Imagen / DeepFloyd IF: the context, attention-pooled with this many heads, added to the time embedding
     skip: str = 'concat'  # How the up path takes the down path's maps: 'concat' (every SD model), 'add' or 'none' (chapter 12's ablations)
+    norm_groups: int = 32  # GroupNorm groups everywhere (every SD: 32; diffusers' `norm_num_groups`)
 
     def __post_init__(self):
         if (self.num_heads is None) == (self.head_channels is None):
@@ -77,6 +78,7 @@ class UNetConfig:
         if not self.mid_attention: raise ValueError("UNetConfig.ldm_params: LDM's UNet always has attention in its middle block (mid_attention=True)")
         if self.text_pool_heads: raise ValueError("UNetConfig.ldm_params: LDM's UNet has no pooled text embedding (text_pool_heads=None)")
         if self.skip != 'concat': raise ValueError(f"UNetConfig.ldm_params: LDM's UNet concatenates its skips (skip='concat'), got {self.skip!r}")
+        if self.norm_groups != 32: raise ValueError(f"UNetConfig.ldm_params: LDM's UNet has 32 GroupNorm groups (norm_groups=32), got {self.norm_groups}")
         p = dict(in_channels=self.in_channels, out_channels=self.out_channels, model_channels=self.channels,
                  attention_resolutions=[2 ** l for l in sorted(self.attention_levels, reverse=True)],
                  num_res_blocks=self.num_res_blocks, channel_mult=list(self.channel_mult),
@@ -106,8 +108,8 @@ class TimestepSequential(nn.Sequential):
 # %% ../nbs/06_unet.ipynb #094f2ac7
 def res_attn(cfg: UNetConfig, cin: int, cout: int, attn: bool) -> list:
     "A ResnetBlock from `cin` to `cout` channels, followed by a SpatialTransformer when `attn`."
-    layers: list[nn.Module] = [ResnetBlock(cin, cout, 4 * cfg.channels, cfg.dropout)]
-    if attn: layers.append(SpatialTransformer(cout, *cfg.heads(cout), cfg.transformer_depth, cfg.context_dim, cfg.use_linear, cfg.dropout))
+    layers: list[nn.Module] = [ResnetBlock(cin, cout, 4 * cfg.channels, cfg.dropout, cfg.norm_groups)]
+    if attn: layers.append(SpatialTransformer(cout, *cfg.heads(cout), cfg.transformer_depth, cfg.context_dim, cfg.use_linear, cfg.dropout, cfg.norm_groups))
     return layers
 
 class TextTimeEmbedding(nn.Module):
@@ -142,7 +144,7 @@ class UNet(nn.Module):
                 ch = mult * c0; skips.append(ch)
             if level < len(cfg.channel_mult) - 1:
                 self.input_blocks.append(TimestepSequential(Downsample(ch))); skips.append(ch)
-        mid = [*res_attn(cfg, ch, ch, True), ResnetBlock(ch, ch, 4 * c0, cfg.dropout)] if cfg.mid_attention else res_attn(cfg, ch, ch, False)
+        mid = [*res_attn(cfg, ch, ch, True), ResnetBlock(ch, ch, 4 * c0, cfg.dropout, cfg.norm_groups)] if cfg.mid_attention else res_attn(cfg, ch, ch, False)
         self.middle_block = TimestepSequential(*mid)
         self.output_blocks = nn.ModuleList()
         for level, mult in reversed(list(enumerate(cfg.channel_mult))):
@@ -151,7 +153,7 @@ class UNet(nn.Module):
                 ch = mult * c0
                 if level > 0 and i == cfg.num_res_blocks: layers.append(Upsample(ch))
                 self.output_blocks.append(TimestepSequential(*layers))
-        self.out = nn.Sequential(nn.GroupNorm(32, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(cfg.norm_groups, ch), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
 
     def _check_inputs(self, x, t, context, class_labels):
         "Raise a ValueError naming the argument that `forward` cannot use, and what it accepts."
