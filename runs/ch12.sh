@@ -20,6 +20,7 @@ declare -A RUNS=(
   [eps]="--data mnist --cond class --objective eps --eval-per-class 500"
   [v]="--data mnist --cond class --objective v --eval-per-class 500"
   [flow]="--data mnist --cond class --objective flow --eval-per-class 500"
+  [eps_rerun]="--data mnist --cond class --objective eps --eval-per-class 500"   # the main run's command again, on quiet cores: its time, and whether it repeats
   # "why so many stacked blocks?": one change each from the cpu preset's UNet, 1,000 steps, 200 digits per class judged
   [arch_base]="--data mnist --cond class --objective eps $ARCH --sample-every 100"   # judged every 100 steps: the learning curve
   [arch_levels_1]="--data mnist --cond class --objective eps $ARCH --channel-mult 1"
@@ -39,7 +40,7 @@ declare -A RUNS=(
   [train_no_warmup]="--data mnist --cond class --objective eps $ARCH --warmup 0"
   [train_no_clip]="--data mnist --cond class --objective eps $ARCH --grad-clip 0"
 )
-ORDER=(eps v flow arch_base arch_levels_1 arch_levels_3 arch_blocks_2 arch_blocks_3 arch_channels_32 arch_channels_32_groups_16 arch_channels_128
+ORDER=(eps v flow eps_rerun arch_base arch_levels_1 arch_levels_3 arch_blocks_2 arch_blocks_3 arch_channels_32 arch_channels_32_groups_16 arch_channels_128
        arch_attn_low arch_attn_all arch_skip_add arch_skip_none eps_min_snr uncond train_no_warmup train_no_clip)
 for name in "${@:-${ORDER[@]}}"; do
   echo "\$ $SD_BOOK train ldm --autoencoder $AE ${RUNS[$name]} --preset $PRESET ${EXTRA:-} --out $OUT/$name"

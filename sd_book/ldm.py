@@ -202,7 +202,7 @@ def _real_features(split: str, n: int | None = None) -> torch.Tensor:
 def evaluate_ldm(unet: UNet, vae: AutoencoderKL, objective: str, per_class: int = 100, guidance: float = 3.0, steps: int = 20,
                  sampler: str = 'ddim', size: int = 32, seed: int = 0, batch_size: int = 500, return_images: bool = False,
                  guidance_interval: tuple = (0.0, 1.0)) -> dict:
-    "Class accuracy (conditional models) and FID on the MNIST classifier's features against the 10,000 real test digits, of `per_class` samples of each digit."
+    "Class accuracy (conditional models) and FID on the MNIST classifier's features against the 10,000 real test digits, of `per_class` samples of each digit (`generate`'s guidance, on the steps of `guidance_interval`)."
     n = 10 * per_class
     labels = torch.arange(10).repeat_interleave(per_class) if unet.cfg.num_classes else None
     x = generate(unet, vae, labels, objective, steps, guidance, sampler, torch.Generator().manual_seed(seed), n=n, size=size, batch_size=batch_size,

@@ -212,7 +212,7 @@ class Trainer:
         elif self.ckpt_path.exists(): raise FileExistsError(f"{self.ckpt_path} exists: resume it (--resume), or train into another folder")
         elif d.main:
             self.out.mkdir(parents=True, exist_ok=True); self.log_path.write_text(''); (self.out / 'evals.jsonl').unlink(missing_ok=True)
-        if d.device.type == 'cpu': torch.set_flush_denormal(True)  # tiny values (e.g. in Adam's second moments) cost up to 8x on some CPUs
+        if d.device.type == 'cpu': torch.set_flush_denormal(True)  # denormal values (e.g. in Adam's second moments) made an AdamW step 3.4x slower here (bench/denormals.py)
         amp = torch.autocast('cuda', torch.bfloat16) if d.device.type == 'cuda' else torch.autocast('cpu', enabled=False)
         bar = tqdm(total=c.steps, initial=self.step, disable=not (d.main and c.progress), desc=self.out.name, dynamic_ncols=True)
         # wall time, and this process's CPU time (all its threads): the latter barely moves when other work shares the cores
