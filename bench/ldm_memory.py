@@ -8,12 +8,13 @@ without gradient accumulation, in float32 and under bf16 autocast.
 
 The step is the `Trainer`'s (chapter 11) on `LDMTask` (chapter 12) with the `cpu` preset's class-conditional UNet, on
 the MNIST latents of chapter 11's autoencoder (runs/ch11/kl; `--random-latents`: random ones of the same shape):
-gather the batch, draw the step's noise, forward, backward, clip, AdamW, EMA update. The `Trainer` itself has no
-accumulation option; here an effective batch B in k micro-batches of B/k runs k forward+backward passes on the rows
-(and the random draws) that k DDP processes would get (`local_slice`, `StepRandom(rank=i, world=k)`), each loss
-divided by k, then one clip and one optimiser step: the same gradient as one batch of B, up to rounding. bf16 is
-`torch.autocast(device, torch.bfloat16)` around the forward and the loss, as the `Trainer` does on a GPU (on a CPU
-the `Trainer` runs fp32). CPUs without bf16 instructions (AVX-512 BF16 / AMX; e.g. AMD Zen 3) compute bf16 slowly:
+gather the batch, draw the step's noise, forward, backward, clip, AdamW, EMA update (`Trainer.train_step`, what
+`fit` runs). With k = `grad_accum` micro-batches, a batch of B runs k forward+backward passes on the rows (and the
+random draws) that k DDP processes would get (`local_slice`, `StepRandom(rank=i, world=k)`), each loss divided by k,
+then one clip and one optimiser step: the same gradient as one batch of B, up to rounding (`--grad-accum K` of
+`sd-book train ldm`). bf16 is
+`torch.autocast(device, torch.bfloat16)` around the forward and the loss: the `Trainer`'s `mixed_precision='bf16'`
+(its default, 'auto', turns it on on a GPU only). CPUs without bf16 instructions (AVX-512 BF16 / AMX; e.g. AMD Zen 3) compute bf16 slowly:
 the time column says how slowly.
 
 Memory: each setting runs in its OWN fresh subprocess, so no setting sees another's allocations. After the model,
@@ -28,7 +29,7 @@ interleaved): compare them loosely on a loaded machine. Not a test: it asserts n
 
 The helpers here (`PeakMemory`, `run_child`, `ldm_trainer`, `ldm_step`) are shared by ldm_seed_bench.py and ldm_attention.py.
 """
-import argparse, contextlib, json, os, resource, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, resource, statistics, subprocess, sys, tempfile, time
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,7 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'bench'))
 from machine import header  # noqa: E402
 from sd_book.ldm import LDM_PRESETS, LDMTask, LatentDataset, NUM_CLASSES, cached_latents  # noqa: E402
-from sd_book.train import Trainer, StepRandom, local_slice, _to, _in_autocast  # noqa: E402
+from sd_book.train import Trainer  # noqa: E402
 from sd_book.unet import UNet  # noqa: E402
 
 AUTOENCODER = REPO / 'runs' / 'ch11' / 'kl'
@@ -112,30 +113,13 @@ def ldm_trainer(batch_size: int, latents, labels, device='cpu', unet_cfg=None, v
     return Trainer(task, LatentDataset(latents, labels), replace(p.train, out=str(out), batch_size=batch_size, progress=False, **train), device)
 
 
-def ldm_step(tr: Trainer, step: int, amp=None, accum: int = 1) -> float:
-    "One training step as `Trainer.fit` runs it (batch, step noise, forward, zero_grad, backward, clip, AdamW, EMA), optionally in `accum` micro-batches; returns the loss."
-    c, d, task = tr.cfg, tr.d, tr.task
-    amp = amp or contextlib.nullcontext()
-    for g in tr.opts['unet'].param_groups: g['lr'] = c.lr * c.lr_factor(step)
-    batch, total = _to(tr.batch(step), d.device), 0.0
-    for i in range(accum):
-        sl = local_slice(c.batch_size, i, accum)
-        micro = {k: v[sl] for k, v in batch.items()} if accum > 1 else batch
-        rand = StepRandom(c.seed, step, c.batch_size, i, accum, d.device)  # the rows a process i of `accum` would draw
-        for name, loss, info in _in_autocast(task.losses(micro, step, rand), amp):
-            if i == 0: tr.opts[name].zero_grad(set_to_none=True)  # where fit() frees the last step's gradients
-            (loss / accum).backward()
-            total += float(info['loss']) / accum
-    opt = tr.opts['unet']
-    torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g['params'] if p.grad is not None], c.grad_clip or float('inf'))
-    opt.step()
-    if tr.ema is not None: tr.ema.update_parameters(task.unet)
-    return total
+def ldm_step(tr: Trainer, step: int, accum: int = 1) -> float:
+    "One training step as `Trainer.fit` runs it (`Trainer.train_step` at `step`), in `accum` micro-batches (`grad_accum`); returns the loss."
+    tr.step, tr.cfg.grad_accum = step, accum
+    logs = tr.train_step()
+    return sum(logs['loss']) / len(logs['loss'])
 
 
-def autocast(device, precision: str):
-    "bf16 autocast on `device` for precision 'bf16', else None (fp32)."
-    return torch.autocast(torch.device(device).type, torch.bfloat16) if precision == 'bf16' else None
 
 
 def sync(device):
@@ -169,13 +153,13 @@ def child(spec: dict) -> dict:
     set_threads(spec['threads']); dev = spec['device']
     if torch.device(dev).type == 'cpu': torch.set_flush_denormal(True)  # as Trainer.fit
     z, y = mnist_latents(random=spec['random_latents'])
-    tr = ldm_trainer(spec['batch'], z, y, dev)
-    amp, mem = autocast(dev, spec['precision']), PeakMemory(dev)
+    tr = ldm_trainer(spec['batch'], z, y, dev, mixed_precision='bf16' if spec['precision'] == 'bf16' else 'no')
+    mem = PeakMemory(dev)
     mem.start()
-    ldm_step(tr, 0, amp, spec['accum'])  # warm-up: allocates AdamW's moments and the gradients
+    ldm_step(tr, 0, spec['accum'])  # warm-up: allocates AdamW's moments and the gradients
     wall, cpu = [], []
     for s in range(1, spec['steps'] + 1):
-        w, c = timed(lambda: ldm_step(tr, s, amp, spec['accum']), dev); wall.append(w); cpu.append(c)
+        w, c = timed(lambda: ldm_step(tr, s, spec['accum']), dev); wall.append(w); cpu.append(c)
     return dict(spec, **mem.stop(), wall_s=statistics.median(wall), cpu_s=statistics.median(cpu),
                 params=sum(p.numel() for p in tr.task.unet.parameters()))
 
@@ -186,7 +170,7 @@ def accumulation_check(z, y, device, k: int = 4, batch: int = 32) -> str:
     for kk in (1, k):
         tr = ldm_trainer(batch, z, y, device)
         tr.opts['unet'].step = lambda: None  # keep the weights; compare the gradients
-        loss = ldm_step(tr, 0, None, kk)
+        loss = ldm_step(tr, 0, kk)
         grads.append((loss, torch.cat([p.grad.flatten() for p in tr.task.unet.parameters()])))
     err, ref = (grads[0][1] - grads[1][1]).abs().max().item(), grads[0][1].abs().max().item()
     return (f"check: batch {batch} in {k} micro-batches vs one: loss {grads[1][0]:.6f} vs {grads[0][0]:.6f}, "
@@ -199,7 +183,7 @@ def conv_kernels(device) -> str:
     conv, x, found = nn.Conv2d(64, 64, 3, padding=1).to(device), torch.randn(8, 64, 8, 8, device=device), {}
     for prec in ('fp32', 'bf16'):
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            with (autocast(device, prec) or contextlib.nullcontext()): y = conv(x)
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=prec == 'bf16'): y = conv(x)
             y.float().sum().backward()
         found[prec] = ', '.join(sorted({e.key for e in prof.key_averages() if 'conv' in e.key and e.key.startswith('aten::_')
                                         or 'mkldnn' in e.key or 'cudnn' in e.key})) or '?'

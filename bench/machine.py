@@ -8,10 +8,10 @@ from sd_book.train import machine_info  # noqa: E402
 
 
 def cpu_flags() -> str:
-    "The widest x86 vector extension present (avx512f, avx2, ...) or the architecture's name."
+    "The widest x86 vector extension present (avx512f, avx2, ...) or the architecture's name, and the bf16 instructions if any (avx512_bf16, amx_bf16)."
     try: flags = next(l for l in open('/proc/cpuinfo') if l.startswith('flags')).split()
     except (OSError, StopIteration): return platform.machine()
-    return next((f for f in ('avx512f', 'avx2', 'avx') if f in flags), platform.machine())
+    return '+'.join([next((f for f in ('avx512f', 'avx2', 'avx') if f in flags), platform.machine())] + [f for f in ('avx512_bf16', 'amx_bf16') if f in flags])
 
 
 def header(what: str) -> str:

@@ -270,7 +270,7 @@ def train_text_to_image(
     p, ae = BOOK_PRESETS[preset], Path(autoencoder)
     sample_steps, guidance = sample_steps or p.sample_steps, p.guidance if guidance is None else guidance
     per_split = (p.eval_per_split if eval_per_split is None else eval_per_split) if data == 'shapes' else 0
-    cfg = replace(p.train, out=str(out), **({'steps': p.inpaint_steps} if inpaint_from else {}), **train_overrides)
+    cfg = replace(p.train, out=str(out), **({'steps': p.inpaint_steps} if inpaint_from else {}), **train_overrides); cfg.check()
     size = size or _autoencoder_size(ae)
     z, _ = cached_latents(ae, data, 'train', size, p.n_data, cache, device or default_device())
     torch.manual_seed(cfg.seed)
@@ -339,7 +339,8 @@ def add_text_args(p: argparse.ArgumentParser):
 
 def train_text_cli(a: argparse.Namespace) -> Path:
     "Run `sd-book train ldm --cond text` from parsed arguments; returns the output folder."
-    over = {k: v for k, v in dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay).items() if v is not None}
+    over = {k: v for k, v in dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay, grad_accum=a.grad_accum,
+                                  mixed_precision=a.mixed_precision).items() if v is not None}
     s = train_text_to_image(a.autoencoder, a.data, a.out, a.objective, a.min_snr, a.preset, a.resume, a.device, a.channels, a.channel_mult, a.num_res_blocks,
                             a.attention_levels, a.text_channels, a.text_layers, a.label_dropout, a.sampler, a.sample_steps, a.guidance, a.eval_per_split,
                             a.inpaint_from, pooled_text=not a.no_text_pooling, cache=a.cache, seed=a.seed, progress=not a.no_progress, **over)

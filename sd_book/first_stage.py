@@ -269,7 +269,7 @@ def train_autoencoder(
 ) -> dict:  # The run's summary, also written to `out/eval.json` (main process)
     "Train an autoencoder on a named data set, export it to `out`, and measure it on held-out images."
     p = AE_PRESETS[preset]
-    cfg = replace(p.train, out=str(out), **train_overrides)
+    cfg = replace(p.train, out=str(out), **train_overrides); cfg.check()
     loss = replace(p.loss, perceptual_weight=p.loss.perceptual_weight if lpips else 0.0, disc_weight=p.loss.disc_weight if gan else 0.0,
                    **{k: v for k, v in dict(disc_start=disc_start, lpips_every=lpips_every).items() if v is not None})
     torch.manual_seed(cfg.seed)

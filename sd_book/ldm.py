@@ -295,7 +295,7 @@ def train_ldm(
     sample_steps, guidance = sample_steps or p.sample_steps, p.guidance if guidance is None else guidance
     per_class = p.eval_per_class if eval_per_class is None else eval_per_class
     _check(guidance >= 0, 'guidance', 'a number ≥ 0', guidance)
-    cfg = replace(p.train, out=str(out), **train_overrides)
+    cfg = replace(p.train, out=str(out), **train_overrides); cfg.check()
     size = size or _autoencoder_size(ae)
     arch = {k: v for k, v in dict(channels=channels, channel_mult=tuple(channel_mult) if channel_mult else None, num_res_blocks=num_res_blocks, skip=skip, norm_groups=norm_groups).items() if v is not None}
     if attention is not None:  # no text: the transformers attend within the image (chapter 6's context_dim=None)
@@ -377,6 +377,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument('--ema-decay', type=float, default=None, help="EMA decay (default: the preset's; 0: no EMA)")
     p.add_argument('--warmup', type=_nonneg_int, default=None, help="learning-rate warm-up steps (default: the preset's; 0: none)")
     p.add_argument('--grad-clip', type=_nonneg_float, default=None, help="largest gradient norm (default: the preset's; 0: no clipping)")
+    p.add_argument('--grad-accum', '--gradient-accumulation-steps', dest='grad_accum', type=positive_int, default=None, metavar='K',
+                   help='run each step in K micro-batches and add up their gradients: the same step in less memory (default 1)')
+    p.add_argument('--mixed-precision', choices=['auto', 'bf16', 'no'], default=None,
+                   help='bf16 autocast: auto (default: on a GPU only), bf16 (on a CPU too: fast only with AVX-512 BF16 or AMX), no')
     p.add_argument('--cache', default=None, help='folder of cached latents (default ~/.cache/sd_book/latents)')
     g = p.add_argument_group('sampling and evaluation')
     g.add_argument('--sampler', default='ddim', choices=list(SAMPLERS), help='for eps and v (default ddim); flow always uses FlowMatchEuler')
@@ -402,7 +406,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def train_ldm_cli(a: argparse.Namespace) -> Path:
     "Run `sd-book train ldm` from parsed arguments; returns the output folder."
     over = {k: v for k, v in dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, ema_decay=a.ema_decay, sample_every=a.sample_every,
-                                                 warmup=a.warmup, grad_clip=a.grad_clip).items() if v is not None}
+                                                 warmup=a.warmup, grad_clip=a.grad_clip, grad_accum=a.grad_accum,
+                                                 mixed_precision=a.mixed_precision).items() if v is not None}
     s = train_ldm(a.autoencoder, a.data, a.out, a.cond, a.objective, a.min_snr, a.preset, a.resume, a.device, a.channels, a.channel_mult,
                   a.num_res_blocks, a.attention, a.skip, a.norm_groups, a.label_dropout, a.sampler, a.sample_steps, a.guidance, a.eval_per_class,
                   tuple(a.sweep_guidance), tuple(a.sweep_steps), a.cas, a.track_per_class, cache=a.cache, seed=a.seed, progress=not a.no_progress, **over)

@@ -6,7 +6,7 @@
 __all__ = ['TRAIN_COMMANDS', 'Dist', 'setup_distributed', 'all_reduce_sum', 'all_reduce_mean', 'all_gather_cat', 'batch_indices', 'local_slice', 'StepRandom', 'ema_model', 'TrainConfig', 'Trainer', 'image_grid', 'save_grid', 'plot_history', 'positive_int', 'positive_float', 'data_name', 'add_common_args', 'add_train_parser', 'main']
 
 # %% ../nbs/modules/11_0_train.ipynb #d4f6a8b0
-import argparse, importlib, json, math, os, time
+import argparse, contextlib, importlib, json, math, os, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import torch
@@ -99,6 +99,8 @@ class TrainConfig:
     out: str = 'run'  # Output folder: checkpoint, log, loss curve, sample grids, the exported model
     steps: int = 1000  # Optimiser steps in all (a resumed run continues up to this)
     batch_size: int = 64  # Global batch, split evenly over the processes
+    grad_accum: int = 1  # Micro-batches per step: each process runs its share in this many passes and adds up their gradients (less memory, same step)
+    mixed_precision: str = 'auto'  # 'auto' (bf16 autocast on a GPU, fp32 elsewhere), 'bf16' (on a CPU too: fast only with AVX-512 BF16 or AMX), or 'no'
     lr: float = 2e-4  # Peak learning rate
     warmup: int = 100  # Linear warm-up steps
     decay: str = 'constant'  # After warm-up: 'constant' or 'cosine' (down to 10% at `steps`)
@@ -109,6 +111,15 @@ class TrainConfig:
     ckpt_every: int = 250  # Steps between checkpoints
     seed: int = 0  # Seeds the initial weights, the data order and every random number of a step
     progress: bool = True  # Show a progress bar
+
+    def check(self, world: int | None = None):
+        "Refuse, before any work, a batch that does not split into `world` processes (default: torchrun's WORLD_SIZE, else 1) × `grad_accum` equal micro-batches."
+        world = world or int(os.environ.get('WORLD_SIZE', 1))
+        if self.mixed_precision not in ('auto', 'bf16', 'no'): raise ValueError(f"mixed_precision must be 'auto', 'bf16' or 'no', got {self.mixed_precision!r}")
+        if not (isinstance(self.grad_accum, int) and self.grad_accum >= 1): raise ValueError(f"grad_accum must be a whole number ≥ 1, got {self.grad_accum!r}")
+        if self.batch_size % (world * self.grad_accum):
+            raise ValueError(f"batch_size={self.batch_size} does not split into {world} process(es) × grad_accum={self.grad_accum} equal micro-batches: "
+                             f"make it a multiple of {world * self.grad_accum}")
 
     def lr_factor(self, step: int) -> float:
         "The learning rate at `step`, as a fraction of `lr`."
@@ -139,21 +150,29 @@ class Trainer:
     `modules` (name -> nn.Module: trained, checkpointed; the first gets the EMA), optionally `frozen` (name -> nn.Module used
     but not trained), `optimizers(lr)` (name -> optimiser),
     `distribute(wrap)` (wrap the modules its forward passes use, under several processes),
-    `losses(batch, step, rand)` (yields (optimiser name, loss to differentiate, logs) in update order),
+    `losses(batch, step, rand)` (yields (optimiser name, loss to differentiate, logs) in update order; with `grad_accum` > 1,
+    one generator per micro-batch, advanced in step: every micro-batch's first loss before the first optimiser steps, and so on),
     `samples(ema)` ((images (N, 3, H, W) in [-1, 1], columns) for a grid), `export(folder, ema)` (the result), and
     optionally `panels` (title -> logged keys: the loss curve's panels) and `evaluate(ema)` (name -> number, measured with each
     grid and written to `evals.jsonl` with the step and the training time, which leaves grids and evaluations out)."""
     def __init__(self, task, data, cfg: TrainConfig, device=None):
         self.task, self.data, self.cfg = task, data, cfg
         self.d = setup_distributed(device)
-        self.sl = local_slice(cfg.batch_size, self.d.rank, self.d.world)
+        cfg.check(self.d.world)
         self.out = Path(cfg.out)
         for m in task.modules.values(): m.to(self.d.device).train()
         for m in getattr(task, 'frozen', {}).values(): m.to(self.d.device)  # e.g. LPIPS: used, not trained
         self.opts = task.optimizers(cfg.lr)
         self.ema = ema_model(next(iter(task.modules.values())), cfg.ema_decay) if cfg.ema_decay else None
-        if self.d.world > 1: task.distribute(lambda m: DDP(m, device_ids=[self.d.device.index] if self.d.device.type == 'cuda' else None))
+        self.ddp = []  # the DDP wrappers, for `no_sync`
+        if self.d.world > 1: task.distribute(self._wrap)
+        bf16 = cfg.mixed_precision == 'bf16' or cfg.mixed_precision == 'auto' and self.d.device.type == 'cuda'
+        self.amp = torch.autocast(self.d.device.type if bf16 else 'cpu', torch.bfloat16, enabled=bf16)
         self.step, self.history, self.seconds, self.cpu_seconds = 0, [], 0.0, 0.0
+
+    def _wrap(self, m: nn.Module) -> DDP:
+        self.ddp.append(DDP(m, device_ids=[self.d.device.index] if self.d.device.type == 'cuda' else None))
+        return self.ddp[-1]
 
     @property
     def ckpt_path(self) -> Path: return self.out / 'checkpoint.pt'
@@ -190,10 +209,46 @@ class Trainer:
             if ev.exists(): atomic_write(ev, lambda t: Path(t).write_text(''.join(l + '\n' for l in ev.read_text().splitlines() if json.loads(l)['step'] <= self.step)))
         return True
 
-    def batch(self, step: int):
-        "This process's share of the global batch of `step`, collated."
-        idx = batch_indices(len(self.data), self.cfg.batch_size, self.cfg.seed, step)[self.sl]
+    def part(self, micro: int = 0) -> tuple:  # (index, count)
+        "Where micro-batch `micro` of this process sits among all micro-batches of a step: the rank and world of `local_slice` and `StepRandom`."
+        k = self.cfg.grad_accum
+        return self.d.rank * k + micro, self.d.world * k
+
+    def batch(self, step: int, micro: int = 0):
+        "Micro-batch `micro` of this process's share of the global batch of `step`, collated (the whole share when `grad_accum` is 1)."
+        idx = batch_indices(len(self.data), self.cfg.batch_size, self.cfg.seed, step)[local_slice(self.cfg.batch_size, *self.part(micro))]
         return torch.utils.data.default_collate([self.data[int(i)] for i in idx])
+
+    def _sync(self, last: bool):
+        "Under DDP, the gradients are all-reduced on a step's last micro-batch only (`no_sync` on the others), as accelerate does."
+        stack = contextlib.ExitStack()
+        for m in ([] if last else self.ddp): stack.enter_context(m.no_sync())
+        return stack
+
+    def train_step(self) -> dict:  # logged name -> values (one per micro-batch; grad norms one per optimiser step)
+        "One step at `self.step`: each of the task's losses over the micro-batches, gradients added up (each loss / `grad_accum`), clipped, the optimiser's step; then the EMA."
+        c, d, k = self.cfg, self.d, self.cfg.grad_accum
+        gens = [_in_autocast(self.task.losses(_to(self.batch(self.step, j), d.device), self.step,
+                                              StepRandom(c.seed, self.step, c.batch_size, *self.part(j), d.device)), self.amp) for j in range(k)]
+        logs = {}
+        while True:
+            for j, gen in enumerate(gens):  # the same loss of every micro-batch, then its optimiser's step
+                with self._sync(j == k - 1):
+                    if (item := next(gen, None)) is None: break
+                    name, loss, info = item
+                    opt = self.opts[name]
+                    if j == 0:
+                        for g in opt.param_groups: g['lr'] = c.lr * c.lr_factor(self.step)
+                        opt.zero_grad(set_to_none=True)
+                    (loss / k if k > 1 else loss).backward()
+                for key, v in info.items(): logs.setdefault(key, []).append(float(v))
+            if item is None: break
+            params = [p for g in opt.param_groups for p in g['params'] if p.grad is not None]
+            logs.setdefault(f'grad_norm_{name}', []).append(float(torch.nn.utils.clip_grad_norm_(params, c.grad_clip or math.inf)))
+            opt.step()
+        if self.ema is not None: self.ema.update_parameters(next(iter(self.task.modules.values())))
+        self.step += 1
+        return logs
 
     def _row(self, logs: dict, seconds: float) -> dict:
         "One log row: the step, wall and CPU time, throughput, LR, and each logged value averaged over the row's steps and over the processes."
@@ -213,23 +268,12 @@ class Trainer:
         elif d.main:
             self.out.mkdir(parents=True, exist_ok=True); self.log_path.write_text(''); (self.out / 'evals.jsonl').unlink(missing_ok=True)
         if d.device.type == 'cpu': torch.set_flush_denormal(True)  # denormal values (e.g. in Adam's second moments) made an AdamW step 3.4x slower here (bench/denormals.py)
-        amp = torch.autocast('cuda', torch.bfloat16) if d.device.type == 'cuda' else torch.autocast('cpu', enabled=False)
         bar = tqdm(total=c.steps, initial=self.step, disable=not (d.main and c.progress), desc=self.out.name, dynamic_ncols=True)
         # wall time, and this process's CPU time (all its threads): the latter barely moves when other work shares the cores
         logs, t0, seconds0, c0, cpu0 = {}, time.perf_counter(), self.seconds, time.process_time(), self.cpu_seconds
         while self.step < c.steps:
-            batch, rand = _to(self.batch(self.step), d.device), StepRandom(c.seed, self.step, c.batch_size, d.rank, d.world, d.device)
-            for name, loss, info in _in_autocast(self.task.losses(batch, self.step, rand), amp):
-                opt = self.opts[name]
-                for g in opt.param_groups: g['lr'] = c.lr * c.lr_factor(self.step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                params = [p for g in opt.param_groups for p in g['params'] if p.grad is not None]
-                info[f'grad_norm_{name}'] = torch.nn.utils.clip_grad_norm_(params, c.grad_clip or math.inf)
-                opt.step()
-                for k, v in info.items(): logs.setdefault(k, []).append(float(v))
-            if self.ema is not None: self.ema.update_parameters(next(iter(self.task.modules.values())))
-            self.step += 1; bar.update(1)
+            for k, v in self.train_step().items(): logs.setdefault(k, []).extend(v)
+            bar.update(1)
             self.seconds, self.cpu_seconds = seconds0 + time.perf_counter() - t0, cpu0 + time.process_time() - c0
             ckpt = self.step % c.ckpt_every == 0 or self.step == c.steps
             if self.step % c.log_every == 0 or ckpt:
