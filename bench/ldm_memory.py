@@ -1,7 +1,7 @@
 """The OOM question: peak memory (and step time) of chapter 12's LDM training step against the batch size, with and
 without gradient accumulation, in float32 and under bf16 autocast.
 
-    python bench/ldm_memory.py --threads 2                      # batches 32..512 (bf16 up to 128), k = 1 and 4: about 8 min on 2 quiet cores
+    python bench/ldm_memory.py --threads 1                      # batches 32..512 (bf16 up to 128), k = 1 and 4: 2 min on a core with bf16 instructions, 10 without
     python bench/ldm_memory.py --quick                          # batches 32 and 128 (bf16 at 32 only), 2 steps: about 2 min (a smoke test)
     python bench/ldm_memory.py --batches 64,256 --accum 1,2,8   # any grid
     python bench/ldm_memory.py --device cuda                    # on a GPU: torch.cuda.max_memory_allocated as well
@@ -118,8 +118,6 @@ def ldm_step(tr: Trainer, step: int, accum: int = 1) -> float:
     tr.step, tr.cfg.grad_accum = step, accum
     logs = tr.train_step()
     return sum(logs['loss']) / len(logs['loss'])
-
-
 
 
 def sync(device):
